@@ -1,0 +1,3 @@
+from trio_orchestrator.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""Exceptions that reach the user as one line and a documented exit code.
+
+Exit codes (SPEC 6.1): 0 success, 1 the action failed, 2 unknown bot or bad usage
+(including an invalid config), 3 no manager is running.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EXIT_ACTION_FAILED",
+    "EXIT_NO_MANAGER",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "ActionFailed",
+    "ConfigError",
+    "ManagerNotRunning",
+    "ManagerRunning",
+    "OrchestratorError",
+    "StateError",
+    "UnknownBotError",
+]
+
+EXIT_OK = 0
+EXIT_ACTION_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NO_MANAGER = 3
+
+
+class OrchestratorError(Exception):
+    """Base class: ``str(exc)`` is the whole message, ``exit_code`` the process status."""
+
+    exit_code = EXIT_ACTION_FAILED
+
+
+class ConfigError(OrchestratorError):
+    """The configuration file is missing or invalid."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, path: object, message: str, bot: str | None = None, key: str | None = None):
+        self.path = path
+        self.bot = bot
+        self.key = key
+        self.message = message
+        where = [str(path)]
+        if bot is not None:
+            where.append(f"bot {bot!r}")
+        if key is not None:
+            where.append(f"key {key!r}")
+        super().__init__(f"config error: {', '.join(where)}: {message}")
+
+
+class UnknownBotError(OrchestratorError):
+    exit_code = EXIT_USAGE
+
+    def __init__(self, name: str):
+        self.name = name
+        super().__init__(f"unknown bot {name!r}")
+
+
+class ActionFailed(OrchestratorError):
+    """A command was understood but could not be carried out (e.g. stop a stopped bot)."""
+
+    exit_code = EXIT_ACTION_FAILED
+
+
+class ManagerRunning(OrchestratorError):
+    """Another manager already owns the state database."""
+
+    exit_code = EXIT_ACTION_FAILED
+
+    def __init__(self, db_path: object, pid: int | None):
+        self.pid = pid
+        owner = f"pid {pid}" if pid else "another process"
+        super().__init__(f"a manager ({owner}) is already running on {db_path}")
+
+
+class ManagerNotRunning(OrchestratorError):
+    exit_code = EXIT_NO_MANAGER
+
+    def __init__(self, socket_path: object):
+        super().__init__(f"no manager is running (no answer on {socket_path})")
+
+
+class StateError(OrchestratorError):
+    """The state database cannot be opened, read or written."""
+
+    exit_code = EXIT_ACTION_FAILED
