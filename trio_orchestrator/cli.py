@@ -1,0 +1,229 @@
+"""Command line: ``trio-orch [global options] COMMAND [NAME] [--json]``.
+
+Exit codes (SPEC 6.1): 0 success, 1 the action failed, 2 unknown bot or bad usage
+(an invalid config included), 3 no manager is running.
+
+Commands that talk to a running manager import only the standard library and
+:mod:`trio_orchestrator.client`; trio, YAML and SQLite are imported only by the commands
+that need them, so ``trio-orch restart X`` costs little more than Python's own start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from trio_orchestrator.errors import (
+    EXIT_OK,
+    EXIT_USAGE,
+    ManagerNotRunning,
+    OrchestratorError,
+    UnknownBotError,
+)
+
+__all__ = ["main", "main_exit"]
+
+ACTIONS = ("start", "stop", "restart", "pause", "resume", "update")
+QUERIES = ("status", "list", "status_all")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trio-orch",
+        description="Supervise long-running Python bots (see README.md).",
+    )
+    parser.add_argument("--config", type=Path, default=Path("bot_config.yaml"))
+    parser.add_argument("--commands", type=Path, help="command file (bot_commands.txt)")
+    parser.add_argument("--db", type=Path, help="state database (bot_states.db)")
+    parser.add_argument("--socket", type=Path, help="control socket (.trio-orch.sock)")
+    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("start_all", help="run the manager in the foreground")
+    commands.add_parser("check", help="validate the config")
+    for action in ACTIONS:
+        sub = commands.add_parser(action, help=f"{action} a bot in the running manager")
+        sub.add_argument("name")
+    status = commands.add_parser("status", help="show one bot")
+    status.add_argument("name")
+    status.add_argument("--json", action="store_true")
+    for query in ("list", "status_all"):
+        sub = commands.add_parser(query, help="show every bot")
+        sub.add_argument("--json", action="store_true")
+    return parser
+
+
+def _paths(args: argparse.Namespace):
+    from trio_orchestrator.supervisor import Paths
+
+    return Paths.resolve(args.config, args.db, args.commands, args.socket)
+
+
+def _socket_path(args: argparse.Namespace) -> Path:
+    # Same rule as Paths.resolve, without importing trio to get there.
+    config = args.config.absolute()
+    db = (args.db or config.parent / "bot_states.db").absolute()
+    return (args.socket or db.parent / ".trio-orch.sock").absolute()
+
+
+def _load_config(args: argparse.Namespace):
+    from trio_orchestrator.config import load_config
+
+    config = load_config(args.config)
+    for warning in config.warnings:
+        print(f"trio-orch: warning: {warning}", file=sys.stderr)
+    return config
+
+
+def _ask_manager(args: argparse.Namespace, message: dict[str, Any]) -> dict[str, Any]:
+    from trio_orchestrator.client import request, socket_address
+
+    with socket_address(_socket_path(args)) as address:
+        return request(address, message)
+
+
+def cmd_start_all(args: argparse.Namespace) -> int:
+    from trio_orchestrator.supervisor import run_manager
+
+    config = _load_config(args)
+    return run_manager(config, _paths(args), args.color)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    print(f"{config.path}: OK, {len(config.bots)} bots: {', '.join(config.bots) or '(none)'}")
+    return EXIT_OK
+
+
+def cmd_action(args: argparse.Namespace) -> int:
+    try:
+        reply = _ask_manager(args, {"command": args.command, "name": args.name})
+    except ManagerNotRunning:
+        # Tell a typo from a stopped manager, reading the config only on this path.
+        _load_config(args).bot(args.name)
+        raise
+    print(reply.get("message", ""), file=sys.stdout if reply.get("ok") else sys.stderr)
+    return int(reply.get("code", 1))
+
+
+def _offline_bots(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every configured bot as the db last recorded it (the manager is not running)."""
+    from trio_orchestrator.state import BotRecord, StateStore
+    from trio_orchestrator.supervisor import bot_info
+
+    config = _load_config(args)
+    db_path = _paths(args).db
+    stored: dict[str, BotRecord] = {}
+    if db_path.exists():
+        store = StateStore(db_path, readonly=True)
+        try:
+            stored = store.load_all()
+        finally:
+            store.close()
+    return [
+        bot_info(bot, stored.get(name) or BotRecord(name=name))
+        for name, bot in config.bots.items()
+    ]
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    name = getattr(args, "name", None)
+    try:
+        message = {"command": args.command, "name": name} if name else {"command": "list"}
+        reply = _ask_manager(args, message)
+        manager = "running"
+        if not reply.get("ok"):
+            print(reply.get("message", ""), file=sys.stderr)
+            return int(reply.get("code", 1))
+        bots = [reply["bot"]] if name else reply["bots"]
+    except ManagerNotRunning:
+        manager = "not running"
+        bots = _offline_bots(args)
+        if name:
+            bots = [bot for bot in bots if bot["name"] == name]
+            if not bots:
+                raise UnknownBotError(name) from None
+    if args.json:
+        document = {"manager": manager, **bots[0]} if name else {"manager": manager, "bots": bots}
+        print(json.dumps(document, indent=2))
+    else:
+        print(f"manager: {manager}")
+        print(_table(bots))
+    return EXIT_OK
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def _table(bots: list[dict[str, Any]]) -> str:
+    header = ("NAME", "STATE", "PID", "UPTIME", "STARTS", "RESTARTS", "LAST EXIT", "DESCRIPTION")
+    rows = [header]
+    for bot in bots:
+        rows.append(
+            (
+                bot["name"],
+                bot["state"],
+                "-" if bot["pid"] is None else str(bot["pid"]),
+                _duration(bot.get("uptime")),
+                str(bot["start_count"]),
+                str(bot["restarts"]),
+                "-" if bot["last_exit_code"] is None else str(bot["last_exit_code"]),
+                bot.get("description") or "",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    extra = [
+        f"{bot['name']}: last update {bot['last_update']}"
+        + (f" (commit {bot['commit'][:12]})" if bot.get("commit") else "")
+        for bot in bots
+        if bot.get("last_update")
+    ]
+    return "\n".join(lines + extra)
+
+
+HANDLERS = {
+    "start_all": cmd_start_all,
+    "check": cmd_check,
+    **dict.fromkeys(ACTIONS, cmd_action),
+    **dict.fromkeys(QUERIES, cmd_query),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (never raises for user errors)."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or bad usage (2)
+        return EXIT_USAGE if exc.code else EXIT_OK
+    try:
+        return HANDLERS[args.command](args)
+    except OrchestratorError as exc:
+        print(f"trio-orch: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK  # `trio-orch list | head`
+
+
+def main_exit() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

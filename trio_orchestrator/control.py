@@ -1,0 +1,135 @@
+"""The manager's control socket: a Unix socket speaking the JSON-lines protocol of
+:mod:`trio_orchestrator.client`.
+
+Each connection carries one request. A client that sends garbage, too much, or nothing
+gets an error reply (or is dropped after :data:`REQUEST_TIMEOUT`); it never disturbs the
+manager or other clients.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import socket as stdlib_socket
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from trio_orchestrator.client import MAX_REQUEST_BYTES, encode, socket_address
+from trio_orchestrator.commands import Action, BadCommand, Command
+from trio_orchestrator.errors import EXIT_USAGE, ManagerRunning
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from pathlib import Path
+
+__all__ = ["REQUEST_TIMEOUT", "bind_control_socket", "serve_control"]
+
+LOGGER = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT = 10.0
+REPLY_TIMEOUT = 10.0
+MAX_CONCURRENT_CLIENTS = 256
+
+def _error(message: str, code: int = EXIT_USAGE) -> dict[str, Any]:
+    return {"ok": False, "code": code, "message": message}
+
+
+def parse_request(data: bytes) -> Command:
+    """Raises: BadCommand for anything but ``{"command": ..., "name": ...}``."""
+    try:
+        message = json.loads(data)
+    except ValueError:
+        raise BadCommand("request is not valid JSON") from None
+    if not isinstance(message, dict) or not isinstance(message.get("command"), str):
+        raise BadCommand('request must be an object with a "command" string')
+    try:
+        action = Action(message["command"])
+    except ValueError:
+        raise BadCommand(f"unknown command {message['command']!r}") from None
+    name = message.get("name")
+    if action.needs_bot and not isinstance(name, str):
+        raise BadCommand(f"{action.value!r} needs a bot name")
+    return Command(action, name if action.needs_bot else None)
+
+
+async def bind_control_socket(path: Path) -> trio.SocketListener:
+    """Bind *path* with mode 0600, replacing a stale socket but never a live one.
+
+    Raises:
+        ManagerRunning: another process answers on *path*.
+        OSError: the socket cannot be created.
+    """
+    with socket_address(path) as address:
+        if os.path.lexists(path):
+            probe = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+            with probe:
+                try:
+                    await probe.connect(address)
+                except OSError as exc:
+                    if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):
+                        raise
+                else:
+                    raise ManagerRunning(path, None)
+            os.unlink(path)  # stale: its manager is gone
+        sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+        # The umask makes the socket 0600 from its creation: no window in which another
+        # user could connect. The chmod is belt and braces.
+        old_umask = os.umask(0o177)
+        try:
+            await sock.bind(address)
+        finally:
+            os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    return trio.SocketListener(sock)
+
+
+async def serve_control(
+    listener: trio.SocketListener,
+    handler: Callable[[Command], Awaitable[dict[str, Any]]],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Answer requests on *listener* with *handler* until cancelled.
+
+    **Cancellation:** closes the listener; requests in progress are cancelled.
+    """
+    limiter = trio.CapacityLimiter(MAX_CONCURRENT_CLIENTS)
+
+    async def serve_one(stream: trio.SocketStream) -> None:
+        async with limiter, stream:
+            reply = await _answer(stream, handler)
+            with trio.move_on_after(REPLY_TIMEOUT):
+                try:
+                    await stream.send_all(encode(reply))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # the client went away; its loss
+
+    await trio.serve_listeners(serve_one, [listener], task_status=task_status)
+
+
+async def _answer(
+    stream: trio.SocketStream, handler: Callable[[Command], Awaitable[dict[str, Any]]]
+) -> dict[str, Any]:
+    data = b""
+    with trio.move_on_after(REQUEST_TIMEOUT) as timeout:
+        try:
+            while b"\n" not in data:
+                chunk = await stream.receive_some(MAX_REQUEST_BYTES)
+                if not chunk:
+                    break
+                data += chunk
+                if len(data) > MAX_REQUEST_BYTES:
+                    return _error(f"request larger than {MAX_REQUEST_BYTES} bytes")
+        except trio.BrokenResourceError:
+            return _error("connection broken")
+    if timeout.cancelled_caught:
+        return _error(f"no complete request within {REQUEST_TIMEOUT:g}s")
+    try:
+        command = parse_request(data.partition(b"\n")[0])
+    except BadCommand as exc:
+        return _error(str(exc))
+    return await handler(command)

@@ -1,0 +1,198 @@
+"""Turning bot output into prefixed lines: splitting, decoding, colouring, log files.
+
+Pure and synchronous. The async plumbing that moves these bytes between tasks lives in
+:mod:`trio_orchestrator.sink`. Everything here works on whole batches of lines with one
+``join`` per batch, because a chatty bot produces hundreds of thousands of lines a second
+and a Python-level loop per line would make the manager the bottleneck.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import deque
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+__all__ = [
+    "MAX_LINE_BYTES",
+    "ConsoleBuffer",
+    "LineSplitter",
+    "LogFiles",
+    "Printer",
+    "should_color",
+]
+
+MAX_LINE_BYTES = 64 * 1024
+
+_ANSI = {
+    "red": b"\x1b[31m",
+    "green": b"\x1b[32m",
+    "yellow": b"\x1b[33m",
+    "blue": b"\x1b[34m",
+    "magenta": b"\x1b[35m",
+    "cyan": b"\x1b[36m",
+    "white": b"\x1b[37m",
+}
+_RESET = b"\x1b[0m"
+
+
+def should_color(mode: str, stream: IO[bytes] | IO[str], environ: Mapping[str, str]) -> bool:
+    """Decide whether prefixes get ANSI colours.
+
+    ``NO_COLOR`` (any non-empty value, see no-color.org) always wins; ``always`` forces
+    colour even into a pipe; ``auto`` colours only a terminal.
+    """
+    if environ.get("NO_COLOR"):
+        return False
+    if mode == "always":
+        return True
+    if mode == "never":
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class LineSplitter:
+    """Cuts a byte stream into lines of at most :data:`MAX_LINE_BYTES`.
+
+    Memory is bounded: the unfinished tail is never longer than one maximal line, so a
+    bot writing 50 MB without a newline costs 64 KiB here, not 50 MB.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE_BYTES):
+        self._max_line = max_line
+        self._pending = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Return the complete lines in ``pending + data`` (without their newlines)."""
+        lines = (self._pending + data).split(b"\n")
+        pending = lines.pop()
+        max_line = self._max_line
+        if any(len(line) > max_line for line in lines):
+            lines = [piece for line in lines for piece in self._cut(line)]
+        while len(pending) >= max_line:
+            lines.append(pending[:max_line])
+            pending = pending[max_line:]
+        self._pending = pending
+        return lines
+
+    def flush(self) -> list[bytes]:
+        """Return the unterminated last line, if any (call at end of stream)."""
+        pending, self._pending = self._pending, b""
+        return [pending] if pending else []
+
+    def _cut(self, line: bytes) -> list[bytes]:
+        step = self._max_line
+        return [line[i : i + step] for i in range(0, len(line), step)] or [b""]
+
+
+def _clean(lines: list[bytes]) -> bytes:
+    """Join *lines* with newlines, replacing undecodable bytes with U+FFFD."""
+    body = b"\n".join(lines)
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        body = body.decode("utf-8", "replace").encode("utf-8")
+    return body
+
+
+class Printer:
+    """Formats lines for the console and the per-bot logs.
+
+    Args:
+        color: whether console prefixes carry ANSI colours (see :func:`should_color`).
+    """
+
+    def __init__(self, *, color: bool):
+        self.color = color
+        self._prefixes: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        if color and sys.platform == "win32":  # pragma: no cover - POSIX-only supervisor
+            import colorama
+
+            colorama.just_fix_windows_console()
+
+    def _prefix(self, name: str, color: str) -> tuple[bytes, bytes]:
+        try:
+            return self._prefixes[name, color]
+        except KeyError:
+            plain = f"[{name}] ".encode()
+            console = _ANSI.get(color, b"") + plain[:-1] + _RESET + b" " if self.color else plain
+            self._prefixes[name, color] = (console, plain)
+            return console, plain
+
+    def format(self, name: str, color: str, lines: list[bytes]) -> tuple[bytes, bytes]:
+        """Return ``(console_bytes, log_bytes)`` for a batch of one bot's lines."""
+        console_prefix, plain_prefix = self._prefix(name, color)
+        body = _clean(lines)
+        log = plain_prefix + body.replace(b"\n", b"\n" + plain_prefix) + b"\n"
+        if console_prefix is plain_prefix:
+            return log, log
+        return console_prefix + body.replace(b"\n", b"\n" + console_prefix) + b"\n", log
+
+
+class ConsoleBuffer:
+    """Bytes waiting for a console stream, bounded; overflow is dropped and counted.
+
+    When nobody reads the manager's stdout (a full pipe, a terminal paused with Ctrl-S),
+    supervision must go on: the console falls behind, keeps up to *limit* bytes, and
+    drops the rest with a notice. The per-bot log files are written separately and lose
+    nothing.
+    """
+
+    def __init__(self, limit: int = 1024 * 1024):
+        self._limit = limit
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self.dropped_lines = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def push(self, data: bytes, lines: int) -> bool:
+        """Queue *data* (holding *lines* lines); return False if it was dropped."""
+        if self._size + len(data) > self._limit:
+            self.dropped_lines += lines
+            return False
+        self._chunks.append(data)
+        self._size += len(data)
+        return True
+
+    def take(self) -> tuple[bytes, int]:
+        """Return everything queued and the number of lines dropped since the last take."""
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._size = 0
+        dropped, self.dropped_lines = self.dropped_lines, 0
+        return data, dropped
+
+
+class LogFiles:
+    """Append-only per-bot log files, ``<directory>/<BotName>.log``, opened on first use."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self._files: dict[str, IO[bytes]] = {}
+
+    def write_batches(self, batches: list[tuple[str, bytes]]) -> None:
+        """Write ``(bot_name, data)`` pairs, then flush so ``tail -f`` sees them."""
+        touched = set()
+        for name, data in batches:
+            handle = self._files.get(name)
+            if handle is None:
+                os.makedirs(self.directory, exist_ok=True)
+                handle = self._files[name] = open(self.directory / f"{name}.log", "ab")  # noqa: SIM115
+            handle.write(data)
+            touched.add(handle)
+        for handle in touched:
+            handle.flush()
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()

@@ -1,0 +1,352 @@
+"""Persistent bot state in SQLite, and the single-owner lock.
+
+Synchronous: the supervisor calls it through ``trio.to_thread`` with one
+``CapacityLimiter(1)``. The table ``bot_states`` keeps the original tool's five columns
+(``bot_name``, ``is_running``, ``last_start_time``, ``start_count``, ``preserved_state``)
+so an existing database is read and upgraded in place; everything else is added by
+migration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from trio_orchestrator.errors import ManagerRunning, StateError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from pathlib import Path
+
+__all__ = [
+    "COLUMNS",
+    "SCHEMA_VERSION",
+    "BotRecord",
+    "OwnerLock",
+    "StateStore",
+    "now_iso",
+]
+
+LOGGER = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
+BUSY_TIMEOUT_MS = 5000
+# How long a write keeps retrying a locked database before it gives up and raises.
+# Long on purpose: losing a transition is worse than a late one.
+LOCKED_RETRY_SECONDS = 600.0
+
+# Columns added to the original table, with their SQL types.
+_ADDED_COLUMNS = {
+    "state": "TEXT",
+    "pid": "INTEGER",
+    "pid_start_ticks": "INTEGER",
+    "restarts": "INTEGER NOT NULL DEFAULT 0",
+    "last_exit_code": "INTEGER",
+    "last_exit_time": "TEXT",
+    "state_since": "TEXT",
+    "update_outcome": "TEXT",
+    "update_commit": "TEXT",
+    "update_time": "TEXT",
+}
+COLUMNS = (
+    "is_running",
+    "last_start_time",
+    "start_count",
+    "preserved_state",
+    *_ADDED_COLUMNS,
+)
+
+
+def now_iso() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
+def _truthy(value: object) -> bool:
+    """Read a flag written by us or by the original tool (1, "1", "true", "running"...)."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "no", "none", "null", "stopped")
+    return bool(value)
+
+
+@attrs.frozen
+class BotRecord:
+    name: str
+    is_running: bool = False
+    start_count: int = 0
+    last_start_time: str | None = None
+    preserved_state: bool = False
+    state: str = "stopped"
+    pid: int | None = None
+    pid_start_ticks: int | None = None
+    restarts: int = 0
+    last_exit_code: int | None = None
+    last_exit_time: str | None = None
+    state_since: str | None = None
+    update_outcome: str | None = None
+    update_commit: str | None = None
+    update_time: str | None = None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> BotRecord:
+        keys = row.keys()
+
+        def get(key: str, default: Any = None) -> Any:
+            value = row[key] if key in keys else None
+            return default if value is None else value
+
+        def as_int(key: str) -> int | None:
+            value = get(key)
+            try:
+                return None if value is None else int(value)
+            except (TypeError, ValueError):
+                return None
+
+        return cls(
+            name=row["bot_name"],
+            is_running=_truthy(get("is_running", 0)),
+            start_count=as_int("start_count") or 0,
+            last_start_time=None if get("last_start_time") is None else str(get("last_start_time")),
+            preserved_state=_truthy(get("preserved_state", 0)),
+            state=get("state", "stopped"),
+            pid=as_int("pid"),
+            pid_start_ticks=as_int("pid_start_ticks"),
+            restarts=as_int("restarts") or 0,
+            last_exit_code=as_int("last_exit_code"),
+            last_exit_time=get("last_exit_time"),
+            state_since=get("state_since"),
+            update_outcome=get("update_outcome"),
+            update_commit=get("update_commit"),
+            update_time=get("update_time"),
+        )
+
+    def to_columns(self) -> dict[str, Any]:
+        values = attrs.asdict(self)
+        values["bot_name"] = values.pop("name")
+        values["is_running"] = int(self.is_running)
+        values["preserved_state"] = int(self.preserved_state)
+        return values
+
+
+@attrs.frozen
+class Write:
+    """One committed change: the bot's full new record and an optional history event."""
+
+    record: BotRecord
+    event: str | None = None
+    detail: str | None = None
+
+
+class StateStore:
+    """The SQLite database. Not thread-safe: use from one thread at a time.
+
+    Raises:
+        StateError: the file cannot be opened, is not a database, or is read-only.
+    """
+
+    def __init__(self, path: Path, *, readonly: bool = False):
+        self.path = path
+        try:
+            if readonly:
+                uri = f"file:{path}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            else:
+                self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if not readonly:
+                self._migrate()
+        except sqlite3.Error as exc:
+            raise StateError(f"state database {path}: {_describe(exc)}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _migrate(self) -> None:
+        db = self._db
+        # WAL lets `trio-orch list` read while the manager writes; NORMAL sync is safe in
+        # WAL mode (a power cut may lose the last commit, never corrupt the file).
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"state database {self.path} has schema version {version}, newer than this "
+                f"trio-orch ({SCHEMA_VERSION}); upgrade trio-orch"
+            )
+        with self._transaction():
+            db.execute(
+                """CREATE TABLE IF NOT EXISTS bot_states (
+                    bot_name TEXT PRIMARY KEY,
+                    is_running INTEGER NOT NULL DEFAULT 0,
+                    last_start_time TEXT,
+                    start_count INTEGER NOT NULL DEFAULT 0,
+                    preserved_state INTEGER NOT NULL DEFAULT 0
+                )"""
+            )
+            existing = {row["name"] for row in db.execute("PRAGMA table_info(bot_states)")}
+            for column, sql_type in _ADDED_COLUMNS.items():
+                if column not in existing:
+                    db.execute(f"ALTER TABLE bot_states ADD COLUMN {column} {sql_type}")
+            db.execute(
+                """CREATE TABLE IF NOT EXISTS bot_history (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    bot_name TEXT NOT NULL,
+                    time TEXT NOT NULL,
+                    event TEXT NOT NULL,
+                    detail TEXT
+                )"""
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS bot_history_bot ON bot_history(bot_name, id)")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def load_all(self) -> dict[str, BotRecord]:
+        try:
+            rows = self._db.execute("SELECT * FROM bot_states").fetchall()
+        except sqlite3.Error as exc:
+            raise StateError(f"state database {self.path}: {_describe(exc)}") from None
+        return {row["bot_name"]: BotRecord.from_row(row) for row in rows}
+
+    def history(self, name: str, limit: int = 20) -> list[tuple[str, str, str | None]]:
+        rows = self._db.execute(
+            "SELECT time, event, detail FROM bot_history WHERE bot_name = ? "
+            "ORDER BY id DESC LIMIT ?",
+            (name, limit),
+        ).fetchall()
+        return [(row["time"], row["event"], row["detail"]) for row in reversed(rows)]
+
+    def commit(self, writes: Iterable[Write]) -> None:
+        """Write all *writes* in one transaction, retrying while another process locks it.
+
+        Raises:
+            StateError: the database stayed locked for LOCKED_RETRY_SECONDS, or failed.
+        """
+        writes = list(writes)
+        deadline = time.monotonic() + LOCKED_RETRY_SECONDS
+        delay = 0.05
+        while True:
+            try:
+                with self._transaction():
+                    self._apply(writes)
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_locked(exc) or time.monotonic() > deadline:
+                    raise StateError(f"state database {self.path}: {_describe(exc)}") from None
+                LOGGER.warning("state database is locked by another process; retrying")
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except sqlite3.Error as exc:
+                raise StateError(f"state database {self.path}: {_describe(exc)}") from None
+
+    def _apply(self, writes: list[Write]) -> None:
+        columns = ("bot_name", *COLUMNS)
+        placeholders = ", ".join("?" for _ in columns)
+        updates = ", ".join(f"{column} = excluded.{column}" for column in COLUMNS)
+        sql = (
+            f"INSERT INTO bot_states ({', '.join(columns)}) VALUES ({placeholders}) "
+            f"ON CONFLICT(bot_name) DO UPDATE SET {updates}"
+        )
+        rows = []
+        events = []
+        stamp = now_iso()
+        for write in writes:
+            values = write.record.to_columns()
+            rows.append(tuple(values[column] for column in columns))
+            if write.event:
+                events.append((write.record.name, stamp, write.event, write.detail))
+        self._db.executemany(sql, rows)
+        if events:
+            self._db.executemany(
+                "INSERT INTO bot_history (bot_name, time, event, detail) VALUES (?, ?, ?, ?)",
+                events,
+            )
+
+
+def _is_locked(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _describe(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return f"{text} (the file is corrupt; move it away to start afresh)"
+    if "readonly" in text or "read-only" in text:
+        return f"{text} (check the file's permissions)"
+    if "unable to open" in text:
+        return f"{text} (check that the directory exists and is writable)"
+    return text
+
+
+class OwnerLock:
+    """An exclusive ``flock`` on ``<db>.lock``: only one manager per database.
+
+    The kernel drops the lock when the owner dies, however it dies, so a lock left by a
+    SIGKILLed manager never blocks the next one. The owner's pid is written into the file
+    so the refusal can name it.
+    """
+
+    def __init__(self, db_path: Path):
+        self.path = db_path.with_name(db_path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Raises: ManagerRunning if another live process holds the lock."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot open lock file {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            raise ManagerRunning(self.path.with_suffix(""), int(owner) if owner.isdigit() else None)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None
+
+    def owner_pid(self) -> int | None:
+        """The pid of the live owner, or None when no manager holds the lock."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = os.read(fd, 32).decode(errors="replace").strip()
+                return int(owner) if owner.isdigit() else 0
+            return None
+        finally:
+            os.close(fd)
+
+
+def records_for(names: Iterable[str], stored: Mapping[str, BotRecord]) -> dict[str, BotRecord]:
+    """The stored record of every configured bot, or a fresh one for never-seen bots."""
+    return {name: stored.get(name) or BotRecord(name=name) for name in names}
