@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
+import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -53,11 +56,14 @@ class Params:
     flood_bots: int = 8
     flood_lines: int = 100_000
     crash_starts: int = 30
+    crash_budget: float = 30.0  # after this many seconds S3 settles for crash_min_starts
+    crash_min_starts: int = 3
     restarts: int = 10
     cpu_window: float = 20.0
     big_cpu_window: float = 10.0
     settle: float = 3.0  # pause between "all bots up" and RSS/CPU sampling
     stop_timeout: float = 2.0  # S6b
+    grace: float = 1.0  # S8: a grandchild alive this long after the stop survived it
 
 
 QUICK = Params(
@@ -67,9 +73,13 @@ QUICK = Params(
     flood_bots=4,
     flood_lines=20_000,
     crash_starts=10,
+    crash_budget=3.0,
+    crash_min_starts=2,
     restarts=3,
-    cpu_window=1.0,
-    settle=0.5,
+    cpu_window=0.5,
+    settle=0.2,
+    stop_timeout=1.0,
+    grace=0.5,
 )
 
 
@@ -185,8 +195,10 @@ def find_pids(*needles: str) -> list[int]:
 def is_alive(pid: int) -> bool:
     """True while the process exists, is not a zombie and is one of ours (pid reuse)."""
     fields = stat_fields(pid)
-    return bool(fields) and fields[0] not in (b"Z", b"X") and TOKEN.encode() in read_proc(
-        pid, "cmdline"
+    return (
+        bool(fields)
+        and fields[0] not in (b"Z", b"X")
+        and TOKEN.encode() in read_proc(pid, "cmdline")
     )
 
 
@@ -222,21 +234,40 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
-def cpu_ns(pids: list[int]) -> int:
-    """Nanosecond run time summed over the live threads (/proc/PID/task/*/schedstat)."""
-    total = 0
+def thread_ns(pids: list[int]) -> dict[tuple[int, str], int]:
+    """{(pid, tid): nanoseconds run so far} of the live threads (/proc/PID/task/TID/schedstat)."""
+    found = {}
     for pid in pids:
         with contextlib.suppress(OSError):
             for tid in os.listdir(f"/proc/{pid}/task"):
-                data = read_proc(pid, f"task/{tid}/schedstat")
-                total += int(data.split()[0]) if data else 0
-    return total
+                if data := read_proc(pid, f"task/{tid}/schedstat"):
+                    found[pid, tid] = int(data.split()[0])
+    return found
 
 
-def rss_kib(pids: list[int]) -> int:
+def cpu_percent(pids: list[int], window: float) -> dict[str, float]:
+    """CPU of pids over `window` seconds as % of one core, two ways.
+
+    cpu_pct: per-thread nanoseconds, sampled every 50 ms so that threads ending in the window
+    count up to their last sample. cpu_pct_ticks: utime+stime, exact but in 10 ms ticks.
+    """
+    first, last = thread_ns(pids), {}
+    ticks0, t0 = cpu_seconds(pids), time.monotonic()
+    while (elapsed := time.monotonic() - t0) < window:
+        time.sleep(min(0.05, window - elapsed))
+        last |= thread_ns(pids)
+    ran = sum(ns - first.get(key, 0) for key, ns in last.items())
+    return {
+        "cpu_pct": ran / 1e9 / elapsed * 100,
+        "cpu_pct_ticks": (cpu_seconds(pids) - ticks0) / elapsed * 100,
+    }
+
+
+def memory_kib(pids: list[int], field: bytes = b"Rss") -> int:
+    """Sum of Rss (or Pss: shared pages divided among their users) from smaps_rollup."""
     total = 0
     for pid in pids:
-        m = re.search(rb"VmRSS:\s+(\d+) kB", read_proc(pid, "status"))
+        m = re.search(rb"^" + field + rb":\s+(\d+) kB", read_proc(pid, "smaps_rollup"), re.M)
         total += int(m[1]) if m else 0
     return total
 
@@ -331,6 +362,7 @@ class System:
     console_sink = False  # bot output is copied to the manager's console
     per_bot_logs = False  # bot output is written to logs/<Name>.log
     cannot: dict[str, str] = {}  # scenario id -> why this system cannot do it
+    restart_jitter = 0.0  # S7: random pause before each restart, up to this many seconds
 
     def __init__(self, run: Run):
         self.run, self.fleet = run, run.fleet
@@ -392,11 +424,12 @@ class System:
     def ctl(self, *argv: str) -> None:
         """Run a control command of this system; raise if it fails or hangs."""
         done = subprocess.run(
-            argv, cwd=self.run.dir, capture_output=True, timeout=30, env=manager_env()
+            argv, check=False, cwd=self.run.dir, capture_output=True, timeout=30, env=manager_env()
         )
         if done.returncode != 0:
             out = (done.stdout + done.stderr).decode(errors="replace").strip()[-500:]
-            raise RuntimeError(f"{Path(argv[0]).name} ... {argv[-2]} {argv[-1]}: rc {done.returncode}: {out}")
+            command = f"{Path(argv[0]).name} ... {shlex.join(argv[-2:])}"
+            raise RuntimeError(f"{command} exited {done.returncode}: {out}")
 
     def close(self) -> None:
         """Kill whatever is left of this run: the manager's group, then every process of the run."""
@@ -436,7 +469,7 @@ class TrioOrch(System):
         return [PY, "-m", "trio_orchestrator", "--config", str(self.config_path()), *argv]
 
     def command(self) -> list[str]:
-        return self.cli("--color", "never", "start_all")[:5] + ["--color", "never", "start_all"]
+        return self.cli("--color", "never", "start_all")
 
     def restart(self, name: str) -> None:
         self.ctl(*self.cli("restart", name))
@@ -460,7 +493,6 @@ class Supervisord(System):
     name = "supervisord"
     per_bot_logs = True
     as_group = True  # stopasgroup/killasgroup (the benchmark's standard setting)
-    cannot = {}
 
     def conf_path(self) -> Path:
         return self.run.dir / "supervisord.conf"
@@ -495,16 +527,22 @@ class Supervisord(System):
                 lines += ["stopasgroup=true", "killasgroup=true"]
             if fleet.crash_restart:
                 lines += ["autorestart=true", "startsecs=0", "startretries=1000000"]
+        # one group: supervisord stops groups one after the other, the programs of a group at once
+        lines += ["[group:bots]", f"programs={','.join(fleet.names)}"]
         self.conf_path().write_text("\n".join(lines) + "\n")
 
     def command(self) -> list[str]:
         return [str(VENV_BIN / "supervisord"), "-c", str(self.conf_path())]
 
+    def supervisorctl(self, action: str, name: str) -> None:
+        conf = str(self.conf_path())
+        self.ctl(str(VENV_BIN / "supervisorctl"), "-c", conf, action, f"bots:{name}")
+
     def restart(self, name: str) -> None:
-        self.ctl(str(VENV_BIN / "supervisorctl"), "-c", str(self.conf_path()), "restart", name)
+        self.supervisorctl("restart", name)
 
     def stop_bot(self, name: str) -> None:
-        self.ctl(str(VENV_BIN / "supervisorctl"), "-c", str(self.conf_path()), "stop", name)
+        self.supervisorctl("stop", name)
 
 
 class SupervisordDefaults(Supervisord):
@@ -567,15 +605,27 @@ class Honcho(System):
     cannot = {
         "S3": "honcho never restarts: when one process exits it stops all the others",
         "S7": "honcho has no control channel (no restart of one process)",
+        "S6b": "honcho sends SIGKILL only after some process has exited by itself: when every "
+        "bot ignores SIGTERM it never exits (seen: no exit after 30 s)",
     }
 
     def write_config(self) -> None:
-        procfile = [f"{n}: exec {shlex.join([PY, *self.run.bot_argv(n)])}" for n in self.fleet.names]
+        procfile = [
+            f"{n}: exec {shlex.join([PY, *self.run.bot_argv(n)])}" for n in self.fleet.names
+        ]
         (self.run.dir / "Procfile").write_text("\n".join(procfile) + "\n")
 
     def command(self) -> list[str]:
         procfile = str(self.run.dir / "Procfile")
-        return [str(VENV_BIN / "honcho"), "start", "--no-colour", "-f", procfile, "-d", str(self.run.dir)]
+        return [
+            str(VENV_BIN / "honcho"),
+            "start",
+            "--no-colour",
+            "-f",
+            procfile,
+            "-d",
+            str(self.run.dir),
+        ]
 
 
 class Direct(System):
@@ -697,7 +747,8 @@ BOT_NAME = re.compile(rb"[a-z]+\d{3}")
 
 def verify_sink(sink: Sink, lines: int) -> dict[str, int]:
     """Every bot's lines complete, in order, unmixed, each attributed to the right bot."""
-    seen = dict.fromkeys(sink.bots, 0)
+    expected = dict.fromkeys(sink.bots, 0)  # next sequence number of each bot
+    received = dict.fromkeys(sink.bots, 0)
     garbled = out_of_order = 0
     for line in sink.path.read_bytes().split(b"\n"):
         at = line.find(b"@")
@@ -705,15 +756,15 @@ def verify_sink(sink: Sink, lines: int) -> dict[str, int]:
             continue  # a line of the manager's own
         m = PAYLOAD.match(line, at)
         prefix_names = BOT_NAME.findall(line, 0, at)
-        if not m or m[1].decode() not in seen or (prefix_names and prefix_names[0] != m[1]):
+        if not m or m[1].decode() not in received or (prefix_names and prefix_names[0] != m[1]):
             garbled += 1
             continue
         name, seq = m[1].decode(), int(m[2])
-        out_of_order += seq != seen[name]
-        seen[name] = seq + 1 if seq >= seen[name] else seen[name]
-    received = sum(seen.values())  # highest in-order count; lost lines show as a deficit
+        out_of_order += seq != expected[name]
+        expected[name] = seq + 1
+        received[name] += 1
     return {
-        "lost": len(sink.bots) * lines - received,
+        "lost": sum(max(0, lines - n) for n in received.values()),
         "garbled": garbled,
         "out_of_order": out_of_order,
     }
@@ -725,8 +776,8 @@ def verify_sink(sink: Sink, lines: int) -> dict[str, int]:
 class Bench:
     """Runs one scenario for one system; holds parameters and the session's temp dir."""
 
-    def __init__(self, params: Params, base: Path):
-        self.p, self.base = params, base
+    def __init__(self, params: Params, base: Path, keep: bool = False):
+        self.p, self.base, self.keep = params, base, keep
         self.bots_dir = base / "bots"
         write_bot_scripts(self.bots_dir)
         self._seq = 0
@@ -735,15 +786,16 @@ class Bench:
     def running(self, cls: type[System], scenario: str, fleet: Fleet) -> Iterator[System]:
         """A launched system in a fresh run directory, always cleaned up afterwards."""
         self._seq += 1
-        label = f"{self._seq:03d}-{scenario}-{cls.name}".replace(" ", "_").replace("(", "")
-        run = Run(self.base / label.replace(")", ""), self.bots_dir, fleet)
+        label = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{self._seq:03d}-{scenario}-{cls.name}")
+        run = Run(self.base / label, self.bots_dir, fleet)
         system = cls(run)
         try:
             system.launch()
             yield system
         finally:
             system.close()
-            shutil.rmtree(run.dir, ignore_errors=True)
+            if not self.keep:
+                shutil.rmtree(run.dir, ignore_errors=True)
 
     def wait_for_bots(self, system: System, suffix: str = "") -> dict[str, tuple[int, float]]:
         size = system.fleet.size
@@ -761,13 +813,14 @@ class Bench:
         system.shutdown()
         wait_until(system.is_down, system.fleet.stop_timeout + 30, "manager exit", 0.005)
         t_down = time.monotonic()
+        if not system.run.bot_pids():
+            return t_down - t0  # the usual case: the manager exits after its last bot
         try:
             wait_until(lambda: not system.run.bot_pids(), 5, "exit of all bots", 0.02)
         except TimeoutError:
             left = len(system.run.bot_pids())
             raise RuntimeError(f"{left} bot processes left 5 s after the manager exited") from None
-        # bots gone before the manager: the scan ran after t_down, so count the manager's exit
-        return max(t_down, time.monotonic() if t_down == time.monotonic() else t_down) - t0
+        return time.monotonic() - t0
 
     # S1, S4, S5, S6 (and S9 with the big fleet)
     def fleet(self, cls: type[System], size: int, cpu_window: float) -> dict:
@@ -778,13 +831,11 @@ class Bench:
             if system.manager_pids() and cpu_window:
                 time.sleep(self.p.settle)
                 pids = system.manager_pids()
-                out["rss_mib"] = rss_kib(pids) / 1024
-                t0, ns0, ticks0 = time.monotonic(), cpu_ns(pids), cpu_seconds(pids)
-                time.sleep(cpu_window)
+                out["rss_mib"] = memory_kib(pids) / 1024
+                out["pss_mib"] = memory_kib(pids, b"Pss") / 1024
+                out["manager_processes"] = len(pids)
+                out |= cpu_percent(pids, cpu_window)
                 system.check()
-                elapsed = time.monotonic() - t0
-                out["cpu_pct"] = (cpu_ns(pids) - ns0) / 1e9 / elapsed * 100
-                out["cpu_pct_ticks"] = (cpu_seconds(pids) - ticks0) / elapsed * 100
             out["stop_s"] = self.timed_stop(system)
         return out
 
@@ -832,17 +883,19 @@ class Bench:
 
     # S3
     def crash_loop(self, cls: type[System]) -> dict:
-        starts = self.p.crash_starts
+        starts, budget, least = self.p.crash_starts, self.p.crash_budget, self.p.crash_min_starts
         with self.running(cls, "S3", Fleet("crash", 1, crash_restart=True)) as system:
             path = system.run.dir / "starts.txt"
 
             def enough():
                 system.check()
-                return path.exists() and path.read_bytes().count(b"\n") >= starts
+                seen = path.read_bytes().count(b"\n") if path.exists() else 0
+                late = time.monotonic() - system.launched_at > budget
+                return seen >= starts or (late and seen >= least)
 
-            wait_until(enough, 15 + starts * 3, f"{starts} starts", interval=0.05)
+            wait_until(enough, budget + 30, f"{least} starts", interval=0.05)
             stamps = [float(x) for x in path.read_text().split()[:starts]]
-        gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(stamps)]
         return {
             "gap_ms": statistics.median(gaps) * 1000,
             "gap_max_ms": max(gaps) * 1000,
@@ -852,7 +905,6 @@ class Bench:
     # S7
     def restart(self, cls: type[System]) -> dict:
         fleet = Fleet("idle", 5)
-        jitter = getattr(cls, "restart_jitter", 0.0)
         rng = random.Random(5)
         latencies, returns = [], []
         with self.running(cls, "S7", fleet) as system:
@@ -860,7 +912,7 @@ class Bench:
             for i in range(self.p.restarts):
                 name = fleet.names[i % fleet.size]
                 old_pid = system.run.markers()[name][0]
-                time.sleep(0.1 + rng.uniform(0, jitter))
+                time.sleep(0.1 + rng.uniform(0, cls.restart_jitter))
                 t0 = time.monotonic()
                 system.restart(name)
                 returns.append(time.monotonic() - t0)
@@ -881,20 +933,20 @@ class Bench:
     # S8
     def grandchild(self, cls: type[System]) -> dict:
         with self.running(cls, "S8", Fleet("spawner", 1)) as system:
-            self.wait_for_bots(system, ".grandchild")
-            (name, (bot_pid, _)), = self.wait_for_bots(system).items()
+            name = system.fleet.names[0]
+            bot_pid = self.wait_for_bots(system)[name][0]  # written after the grandchild's
             grandchild = system.run.markers(".grandchild")[name][0]
             out: dict = {}
             try:
                 system.stop_bot(name)
                 wait_until(lambda: not is_alive(bot_pid), 15, "bot exit")
-                out["alive_after_bot_stop"] = outlives(grandchild, 2.0)
+                out["alive_after_bot_stop"] = outlives(grandchild, self.p.grace)
             except NotApplicable as exc:
                 out["bot_stop"] = f"n/a: {exc}"
             if system.manager_pids():
                 system.shutdown()
                 wait_until(system.is_down, 30, "manager exit")
-                out["alive_after_manager_stop"] = outlives(grandchild, 2.0)
+                out["alive_after_manager_stop"] = outlives(grandchild, self.p.grace)
         return out
 
 
@@ -967,8 +1019,9 @@ def table_rows(p: Params) -> list[Row]:
         Row("S3 crash-restart gap [ms]", "crash", "gap_ms"),
         Row(f"S4 idle CPU, {p.fleet} bots [% core]", "fleet", "cpu_pct"),
         Row(f"S5 manager RSS, {p.fleet} bots [MiB]", "fleet", "rss_mib"),
+        Row(f"S5 manager PSS, {p.fleet} bots [MiB]", "fleet", "pss_mib"),
         Row("S6 stop all [s]", "fleet", "stop_s"),
-        Row(f"S6b stop, SIGTERM ignored, {p.stop_timeout:g} s timeout [s]", "stop_ignore", "stop_s"),
+        Row(f"S6b stop, TERM ignored, {p.stop_timeout:g} s timeout [s]", "stop_ignore", "stop_s"),
         Row("S7 restart NAME -> new pid up [ms]", "restart", "latency_ms"),
         Row("S7 via command file (trio) [ms]", "restart", "latency_ms", None,
             (("trio-orch", "trio-orch (cmd file)"),)),
@@ -1100,8 +1153,6 @@ def ensure_other_systems() -> str | None:
 
 def trio_orch_problem() -> str | None:
     """None when `python -m trio_orchestrator --help` works from this interpreter."""
-    import importlib.util
-
     try:
         if importlib.util.find_spec("trio_orchestrator") is None:
             return "import trio_orchestrator fails (install the project into this environment)"
@@ -1111,6 +1162,7 @@ def trio_orch_problem() -> str | None:
         return f"import trio_orchestrator fails: {exc}"
     probe = subprocess.run(
         [PY, "-m", "trio_orchestrator", "--help"],
+        check=False,
         capture_output=True,
         timeout=60,
         cwd=tempfile.gettempdir(),
@@ -1123,14 +1175,12 @@ def trio_orch_problem() -> str | None:
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
     with contextlib.suppress(Exception):
-        from importlib.metadata import version
-
-        found["trio-orch"] = version("trio-orch")
+        found["trio-orch"] = importlib.metadata.version("trio-orch")
     for exe in ("supervisord", "circusd", "honcho"):
         with contextlib.suppress(Exception):
             argv = [str(VENV_BIN / exe), "--version"]
-            found[exe] = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
-            found[exe] = found[exe].strip()
+            done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=30)
+            found[exe] = done.stdout.strip()
     return found
 
 
@@ -1184,22 +1234,29 @@ def run_all(args: argparse.Namespace, p: Params, bench: Bench, report: dict) -> 
         entries = results.setdefault(scenario.key, {})
         for cls in scenario.systems:
             entry = entries.setdefault(cls.name, {"runs": [], "errors": []})
-            reason = skip.get(cls.name) or next(
-                (cls.cannot[i] for i in scenario.ids.split() if i in cls.cannot), None
-            )
-            if reason and len(scenario.ids.split()) == 1 or cls.name in skip:
-                entry["na"] = reason
+            # a scenario measuring several ids runs unless the system can do none of them
+            reasons = [cls.cannot[i] for i in scenario.ids.split() if i in cls.cannot]
+            if cls.name in skip:
+                entry["na"] = skip[cls.name]
+            elif reasons and len(reasons) == len(scenario.ids.split()):
+                entry["na"] = reasons[0]
         for run in range(p.runs):  # systems interleaved, so that drifting load hits all alike
             for cls in scenario.systems:
                 entry = entries[cls.name]
                 if "na" in entry:
                     continue
                 started = time.monotonic()
-                print(f"{scenario.ids:12} {cls.name:24} run {run + 1}/{p.runs} ...", end="", flush=True)
+                print(
+                    f"{scenario.ids:12} {cls.name:24} run {run + 1}/{p.runs} ...",
+                    end="",
+                    flush=True,
+                )
                 try:
                     figures = scenario.run(bench, cls)
                     entry["runs"].append(figures)
-                    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}
+                    shown = {
+                        k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()
+                    }
                     print(f" {time.monotonic() - started:5.1f}s {shown}", flush=True)
                 except NotApplicable as exc:
                     entry["na"] = str(exc)
@@ -1239,7 +1296,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": {},
     }
     try:
-        run_all(args, p, Bench(p, base), report)
+        run_all(args, p, Bench(p, base, args.keep), report)
     except KeyboardInterrupt:
         print("\ninterrupted: cleaning up", flush=True)
         return 130

@@ -123,8 +123,7 @@ def _offline_bots(args: argparse.Namespace) -> list[dict[str, Any]]:
         finally:
             store.close()
     return [
-        bot_info(bot, stored.get(name) or BotRecord(name=name))
-        for name, bot in config.bots.items()
+        bot_info(bot, stored.get(name) or BotRecord(name=name)) for name, bot in config.bots.items()
     ]
 
 

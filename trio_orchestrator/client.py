@@ -75,10 +75,13 @@ def request(socket_path: str, message: dict[str, Any], timeout: float = DEFAULT_
             if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK):
                 raise ManagerNotRunning(socket_path) from None
             raise OrchestratorError(f"cannot reach the manager at {socket_path}: {exc}") from None
-        sock.sendall(encode(message))
         chunks = []
         size = 0
         try:
+            try:
+                sock.sendall(encode(message))
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused before we finished (too large): its reply is still readable
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
                 size += len(chunk)
@@ -86,6 +89,8 @@ def request(socket_path: str, message: dict[str, Any], timeout: float = DEFAULT_
                     break
         except TimeoutError:
             raise OrchestratorError(f"the manager did not answer within {timeout:g}s") from None
+        except OSError as exc:
+            raise OrchestratorError(f"lost the connection to the manager: {exc}") from None
     finally:
         sock.close()
     try:

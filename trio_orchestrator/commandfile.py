@@ -1,21 +1,27 @@
 """The command file: ``echo "restart X" >> bot_commands.txt`` while the manager runs.
 
-Writers append without any lock, so lines can land at any moment. To lose nothing and run
-nothing twice, each poll
+Writers append without any lock, so a line can land at any moment, even into a file we
+have just renamed (a writer that opened it before the rename writes there). To lose
+nothing and run nothing twice, each poll
 
-1. finishes the *processing* file (``bot_commands.txt.processing``) left by the previous
-   poll: reads whatever was appended after we last read it (a writer that opened the file
-   before our rename still writes there), then deletes it;
-2. if the command file holds anything, renames it to the processing file, recreates the
-   command file and executes the renamed file's lines.
+1. reads the complete lines appended to the *processing* file
+   (``bot_commands.txt.processing``, the command file as it was when we last renamed it).
+   Once that file has not changed for :data:`SETTLE_SECONDS` (measured by us, so clock
+   jumps do not matter), its unterminated last line, if any, counts too, and the file is
+   deleted: a writer that opened it before the rename has had that long to write;
+2. reads the command file. If no processing file is left, the command file is first
+   renamed to the processing file and recreated, so it never grows without bound;
+   otherwise its complete lines are read in place, so a busy writer is never kept waiting
+   for the processing file to settle.
 
-Progress through the processing file (its inode and byte offset) is saved to
-``bot_commands.txt.offset`` after every executed command, so a manager killed mid-file
-resumes after the last command it ran rather than repeating it.
+The byte offset reached in each file is kept per inode (a rename keeps the inode) in
+``bot_commands.txt.offset``, saved after every executed command, so a manager killed
+mid-file resumes after the last command it ran rather than repeating it.
 
 Reads are bounded: a read takes at most :data:`MAX_LINES_PER_READ` lines, a line longer than
 :data:`~trio_orchestrator.commands.MAX_COMMAND_LENGTH` is skipped with a warning, and a
-path that is not a regular file (a FIFO, ``/dev/zero``, a directory) is never read.
+path that is not a readable regular file (a FIFO, a symlink, ``/dev/zero``, a directory)
+is never read or renamed: it draws one warning and is retried at each poll.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ if TYPE_CHECKING:
 
     from trio_orchestrator.commands import Command
 
-__all__ = ["HEADER", "CommandFile"]
+__all__ = ["HEADER", "SETTLE_SECONDS", "CommandFile"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -48,12 +54,22 @@ HEADER = (
 )
 MAX_LINES_PER_READ = 1000
 SKIP_CHUNK = 64 * 1024
+# How long the processing file must stay unchanged before it is finished and deleted: the
+# longest a writer may take between opening the command file and writing its line.
+SETTLE_SECONDS = 2.0
 
 
 @attrs.frozen
 class _Line:
     text: str | None  # None: the line was too long or not text
     end: int  # offset just after the line
+
+
+def _inode_or_none(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
 
 
 def _ensure_file(path: Path) -> None:
@@ -66,29 +82,62 @@ def _ensure_file(path: Path) -> None:
         handle.write(HEADER)
 
 
-def _regular_file_size(path: Path) -> int | None:
-    """The size of *path* if it is a regular file (following a symlink), else None."""
+def _open_regular(path: Path) -> int:
+    """Open *path* for reading if it is a regular file (not a symlink); return the fd.
+
+    Never blocks: a FIFO is opened non-blocking and then refused.
+
+    Raises:
+        FileNotFoundError: nothing is there.
+        OSError: it is not a readable regular file (the message says why).
+    """
     try:
-        info = os.stat(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise OSError(f"{path} is a symbolic link; ignoring it") from None
+        raise exc from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file; ignoring it")
+    return fd
+
+
+def _inspect(path: Path) -> os.stat_result | None:
+    """The stat of *path* if it is a readable regular file, None if it is missing."""
+    try:
+        fd = _open_regular(path)
     except FileNotFoundError:
         return None
-    if not stat.S_ISREG(info.st_mode):
-        raise OSError(f"{path} is not a regular file; ignoring it")
-    return info.st_size
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
 
 
-def _read_lines(path: Path, offset: int, final: bool) -> tuple[list[_Line], int]:
-    """Read up to :data:`MAX_LINES_PER_READ` complete lines of *path* from *offset*.
+def _holds_commands(path: Path, info: os.stat_result) -> bool:
+    """Whether the command file holds anything but our header."""
+    if info.st_size == 0:
+        return False
+    if info.st_size != len(HEADER):
+        return True
+    with contextlib.suppress(FileNotFoundError), path.open("rb") as handle:
+        return handle.read(len(HEADER) + 1) != HEADER
+    return False
+
+
+def _read_lines(path: Path, offsets: dict[int, int], final: bool) -> tuple[list[_Line], int]:
+    """Read up to :data:`MAX_LINES_PER_READ` complete lines of *path* after its offset.
 
     Returns the lines and the file's inode. With *final*, an unterminated last line counts
     as a line (its writer is long gone). Memory stays bounded whatever the file holds.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
     lines: list[_Line] = []
-    with os.fdopen(fd, "rb") as handle:
+    with os.fdopen(_open_regular(path), "rb") as handle:
         info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(f"{path} is not a regular file; ignoring it")
+        offset = offsets.get(info.st_ino, 0)
+        if offset > info.st_size:  # truncated or replaced behind our back
+            offset = 0
         handle.seek(offset)
         while len(lines) < MAX_LINES_PER_READ:
             raw = handle.readline(MAX_COMMAND_LENGTH + 1)
@@ -128,6 +177,11 @@ class CommandFile:
     path: Path
     execute: Callable[[Command], Awaitable[object]]
     _warned: str | None = None
+    _offsets: dict[int, int] | None = None  # inode -> bytes already executed
+    # The processing file's (inode, size) when last seen changing, and when that was.
+    _seen: tuple[int, int] | None = None
+    _seen_at: float = 0.0
+    _offset_fd: int | None = None
 
     @property
     def processing_path(self) -> Path:
@@ -137,88 +191,155 @@ class CommandFile:
     def offset_path(self) -> Path:
         return self.path.with_name(self.path.name + ".offset")
 
-    def _load_offset(self, inode: int) -> int:
+    def _load_offsets(self) -> dict[int, int]:
+        offsets = {}
         try:
-            saved_inode, saved_offset = self.offset_path.read_text().split()
-            return int(saved_offset) if int(saved_inode) == inode else 0
-        except (OSError, ValueError):
-            return 0
+            text = self.offset_path.read_text()
+        except (OSError, UnicodeDecodeError):
+            return offsets
+        for line in text.splitlines():
+            if line == ".":  # the end; what follows is left over from a longer record
+                break
+            with contextlib.suppress(ValueError):
+                inode, offset = map(int, line.split())
+                offsets[inode] = offset
+        return offsets
 
-    def _save_offset(self, inode: int, offset: int) -> None:
-        temporary = self.offset_path.with_name(self.offset_path.name + ".tmp")
-        temporary.write_text(f"{inode} {offset}\n")
-        os.replace(temporary, self.offset_path)
+    def _save_offsets(self) -> None:
+        """Overwrite the offset file in place with one ``pwrite``: cheap, and a process
+        killed at any moment leaves the old record or the new one, never a mix."""
+        assert self._offsets is not None
+        text = "".join(f"{inode} {offset}\n" for inode, offset in self._offsets.items())
+        fd = self._offset_fd
+        if fd is not None and os.fstat(fd).st_ino != _inode_or_none(self.offset_path):
+            os.close(fd)  # deleted or replaced behind our back
+            fd = self._offset_fd = None
+        if fd is None:
+            fd = os.open(self.offset_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._offset_fd = fd
+        os.pwrite(fd, f"{text}.\n".encode(), 0)
 
-    def _finish_processing(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.processing_path)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.offset_path)
-
-    def _take_pending(self) -> bool:
-        """Rename the command file to the processing file if it holds commands."""
-        size = _regular_file_size(self.path)
-        if size is None:
-            _ensure_file(self.path)
-            return False
-        if size == 0 or (size == len(HEADER) and self.path.read_bytes() == HEADER):
-            return False
-        os.rename(self.path, self.processing_path)
-        self._save_offset(os.stat(self.processing_path).st_ino, 0)
-        _ensure_file(self.path)
-        return True
+    def close(self) -> None:
+        """Release the offset file (:meth:`run` does this when it ends)."""
+        if self._offset_fd is not None:
+            os.close(self._offset_fd)
+            self._offset_fd = None
 
     async def run(self, interval: float, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Poll every *interval* seconds until cancelled.
 
-        **Cancellation:** may interrupt between two commands; the offset file records
-        the last command run, so nothing is lost or repeated.
+        **Cancellation:** may interrupt between two commands, or during one; the offset
+        file records the last command completed, so nothing is lost or repeated (a
+        command interrupted mid-way runs again).
         """
-        await trio.to_thread.run_sync(_ensure_file, self.path)
+        with self._warnings():
+            await trio.to_thread.run_sync(_ensure_file, self.path)
         task_status.started()
-        while True:
-            await self.poll()
-            await trio.sleep(interval)
-
-    async def poll(self) -> None:
-        """One poll: finish the previous processing file, then take and run new commands."""
         try:
-            if await trio.to_thread.run_sync(os.path.lexists, self.processing_path):
-                await self._drain(final=True)
-                await trio.to_thread.run_sync(self._finish_processing)
-            if await trio.to_thread.run_sync(self._take_pending):
-                await self._drain(final=False)
-            self._warned = None
+            while True:
+                await self.poll()
+                await trio.sleep(interval)
+        finally:
+            self.close()
+
+    @contextlib.contextmanager
+    def _warnings(self):
+        """Log an OSError as a warning, once until the problem changes or goes away."""
+        try:
+            yield
         except OSError as exc:
             message = str(exc) if exc.errno is None else f"{exc.strerror}: {exc.filename}"
             if message != self._warned:  # say it once, not every poll
                 LOGGER.warning("command file: %s", message)
                 self._warned = message
+        else:
+            self._warned = None
 
-    def _next_lines(self, final: bool) -> tuple[list[_Line], int]:
-        path = self.processing_path
-        return _read_lines(path, self._load_offset(os.stat(path).st_ino), final)
+    async def poll(self) -> None:
+        """One poll: run every complete command appended since the last one.
 
-    async def _drain(self, *, final: bool) -> None:
+        **Cancellation:** as :meth:`run`.
+        """
+        with self._warnings():
+            await self._poll()
+
+    async def _poll(self) -> None:
+        if self._offsets is None:
+            self._offsets = await trio.to_thread.run_sync(self._load_offsets)
+        processing = await trio.to_thread.run_sync(_inspect, self.processing_path)
+        if processing is not None:
+            processing = await self._advance_processing(processing)
+        current = await trio.to_thread.run_sync(_inspect, self.path)
+        live = {info.st_ino for info in (processing, current) if info is not None}
+        if stale := self._offsets.keys() - live:
+            for inode in stale:
+                del self._offsets[inode]
+            await trio.to_thread.run_sync(self._save_offsets)
+        if current is None:
+            await trio.to_thread.run_sync(_ensure_file, self.path)
+        elif processing is None:
+            if await trio.to_thread.run_sync(self._take, current):
+                self._seen = (current.st_ino, current.st_size)
+                self._seen_at = trio.current_time()
+                await self._drain(self.processing_path, final=False)
+        else:
+            await self._drain(self.path, final=False)
+
+    async def _advance_processing(self, info: os.stat_result) -> os.stat_result | None:
+        """Run the processing file's new lines; finish it once settled. None if finished."""
+        await self._drain(self.processing_path, final=False)
+        now = trio.current_time()
+        if self._seen != (info.st_ino, info.st_size):
+            self._seen, self._seen_at = (info.st_ino, info.st_size), now
+            return info
+        if now - self._seen_at < SETTLE_SECONDS:
+            return info
+        await self._drain(self.processing_path, final=True)
+        await trio.to_thread.run_sync(os.unlink, self.processing_path)
+        assert self._offsets is not None
+        if self._offsets.pop(info.st_ino, None) is not None:
+            await trio.to_thread.run_sync(self._save_offsets)
+        self._seen = None
+        return None
+
+    def _take(self, info: os.stat_result) -> bool:
+        """Rename the command file to the processing file if it holds commands."""
+        if not _holds_commands(self.path, info):
+            return False
+        os.rename(self.path, self.processing_path)
+        _ensure_file(self.path)
+        return True
+
+    async def _drain(self, path: Path, *, final: bool) -> None:
+        assert self._offsets is not None
         while True:
-            lines, inode = await trio.to_thread.run_sync(self._next_lines, final)
+            lines, inode = await trio.to_thread.run_sync(_read_lines, path, self._offsets, final)
             if not lines:
                 return
+            unsaved = False
             for line in lines:
-                await self._run_line(line)
-                await trio.to_thread.run_sync(self._save_offset, inode, line.end)
+                executed = await self._run_line(line)
+                self._offsets[inode] = line.end
+                unsaved = not executed
+                if executed:  # saved before the next command starts: never run twice
+                    await trio.to_thread.run_sync(self._save_offsets)
+            if unsaved:  # comments and bad lines: saved once per read
+                await trio.to_thread.run_sync(self._save_offsets)
 
-    async def _run_line(self, line: _Line) -> None:
+    async def _run_line(self, line: _Line) -> bool:
+        """Run one line; False if it was blank, a comment or bad (and then logged)."""
         if line.text is None:
             LOGGER.warning(
                 "command file: skipped a line that is not text or longer than %d bytes",
                 MAX_COMMAND_LENGTH,
             )
-            return
+            return False
         try:
             command = parse_command(line.text)
         except BadCommand as exc:
             LOGGER.warning("command file: bad line %r: %s", line.text.strip()[:200], exc)
-            return
-        if command is not None:
-            await self.execute(command)
+            return False
+        if command is None:
+            return False
+        await self.execute(command)
+        return True

@@ -117,7 +117,7 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(path, f"cannot read: {exc}") from None
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+        data = yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -189,9 +189,7 @@ class _Parser:
         for name, raw in raw_bots.items():
             bot = self.parse_bot(name, raw, settings)
             bots[bot.name] = bot
-        return Config(
-            path=self.path, settings=settings, bots=bots, warnings=tuple(self.warnings)
-        )
+        return Config(path=self.path, settings=settings, bots=bots, warnings=tuple(self.warnings))
 
     def parse_settings(self, raw: object) -> GlobalSettings:
         if raw is None:

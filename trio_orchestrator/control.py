@@ -8,18 +8,20 @@ manager or other clients.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import os
 import socket as stdlib_socket
+import stat
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from trio_orchestrator.client import MAX_REQUEST_BYTES, encode, socket_address
 from trio_orchestrator.commands import Action, BadCommand, Command
-from trio_orchestrator.errors import EXIT_USAGE, ManagerRunning
+from trio_orchestrator.errors import EXIT_USAGE, ManagerRunning, OrchestratorError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -32,6 +34,7 @@ LOGGER = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 10.0
 REPLY_TIMEOUT = 10.0
 MAX_CONCURRENT_CLIENTS = 256
+
 
 def _error(message: str, code: int = EXIT_USAGE) -> dict[str, Any]:
     return {"ok": False, "code": code, "message": message}
@@ -60,30 +63,45 @@ async def bind_control_socket(path: Path) -> trio.SocketListener:
 
     Raises:
         ManagerRunning: another process answers on *path*.
-        OSError: the socket cannot be created.
+        OrchestratorError: something that is not a socket is at *path*, or the socket
+            cannot be created.
     """
-    with socket_address(path) as address:
-        if os.path.lexists(path):
-            probe = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
-            with probe:
-                try:
-                    await probe.connect(address)
-                except OSError as exc:
-                    if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):
-                        raise
-                else:
-                    raise ManagerRunning(path, None)
-            os.unlink(path)  # stale: its manager is gone
-        sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
-        # The umask makes the socket 0600 from its creation: no window in which another
-        # user could connect. The chmod is belt and braces.
-        old_umask = os.umask(0o177)
-        try:
-            await sock.bind(address)
-        finally:
-            os.umask(old_umask)
-    os.chmod(path, 0o600)
-    sock.listen(128)
+    try:
+        with socket_address(path) as address:
+            if os.path.lexists(path):
+                if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                    raise OrchestratorError(
+                        f"{path} exists and is not a socket; move it away or choose another"
+                        " path with --socket"
+                    )
+                probe = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+                with probe:
+                    try:
+                        await probe.connect(address)
+                    except OSError as exc:
+                        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+                            raise
+                    else:
+                        raise ManagerRunning(path, None)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)  # stale: its manager is gone
+            sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+            # The umask makes the socket 0600 from its creation: no window in which another
+            # user could connect. The chmod is belt and braces.
+            old_umask = os.umask(0o177)
+            try:
+                await sock.bind(address)
+            except OSError:
+                sock.close()
+                raise
+            finally:
+                os.umask(old_umask)
+        os.chmod(path, 0o600)
+        sock.listen(128)
+    except OSError as exc:
+        raise OrchestratorError(
+            f"cannot create the control socket {path}: {exc.strerror or exc}"
+        ) from None
     return trio.SocketListener(sock)
 
 

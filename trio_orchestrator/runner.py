@@ -135,9 +135,9 @@ def _signal_group(pgid: int, sig: int, killpg: Callable[[int, int], None]) -> bo
 
 
 async def terminate_group(
-    pgid: int, timeout: float, killpg: Callable[[int, int], None] = os.killpg
+    pgid: int, grace: float, killpg: Callable[[int, int], None] = os.killpg
 ) -> bool:
-    """SIGCONT + SIGTERM the process group, wait up to *timeout*, then SIGKILL it.
+    """SIGCONT + SIGTERM the process group, wait up to *grace* seconds, then SIGKILL it.
 
     Returns True if SIGKILL was needed. Polls because the group's members are not our
     children (only the leader was), so there is nothing to ``wait()`` on.
@@ -147,18 +147,23 @@ async def terminate_group(
     if not _signal_group(pgid, signal.SIGCONT, killpg):
         return False
     _signal_group(pgid, signal.SIGTERM, killpg)
-    with trio.move_on_after(timeout):
-        while _group_alive(pgid, killpg):
-            await trio.sleep(GROUP_POLL_SECONDS)
+    with trio.move_on_after(grace):
+        await _wait_group_gone(pgid, killpg)
         return False
     _signal_group(pgid, signal.SIGKILL, killpg)
     with trio.move_on_after(1.0):
-        while _group_alive(pgid, killpg):
-            await trio.sleep(GROUP_POLL_SECONDS)
+        await _wait_group_gone(pgid, killpg)
     return True
 
 
-async def kill_orphan_group(pid: int, start_ticks: int | None, timeout: float) -> bool:
+async def _wait_group_gone(pgid: int, killpg: Callable[[int, int], None]) -> None:
+    # Polling: the group's members other than the leader are not our children, so
+    # there is no exit event to wait for.
+    while _group_alive(pgid, killpg):  # noqa: ASYNC110
+        await trio.sleep(GROUP_POLL_SECONDS)
+
+
+async def kill_orphan_group(pid: int, start_ticks: int | None, grace: float) -> bool:
     """End a bot left running by a dead manager, if *pid* is still that bot.
 
     The identity check (same start time, and still leading its own process group) comes
@@ -173,7 +178,7 @@ async def kill_orphan_group(pid: int, start_ticks: int | None, timeout: float) -
             return False
     except ProcessLookupError:
         return False
-    await terminate_group(pid, timeout)
+    await terminate_group(pid, grace)
     return True
 
 
@@ -255,7 +260,7 @@ class BotRunner:
                 await self._report(
                     BotState.EXITED,
                     exit_code=exit_code,
-                    message=f"{describe_exit(exit_code)}; restart policy {policy!r}: not restarting",
+                    message=f"{describe_exit(exit_code)}; policy {policy!r}: not restarting",
                 )
                 return
             if self._consecutive >= self.bot.max_restart_attempts:

@@ -95,9 +95,7 @@ class OutputSink:
         self.log_files = log_files
         self.stdout = _ConsoleStream(stdout, console_limit)
         self.stderr = _ConsoleStream(stderr, console_limit)
-        self.send_channel, self._receive_channel = trio.open_memory_channel(
-            CHANNEL_CAPACITY
-        )
+        self.send_channel, self._receive_channel = trio.open_memory_channel(CHANNEL_CAPACITY)
         self._token: trio.lowlevel.TrioToken | None = None
         self._loop_thread: int | None = None
 
@@ -159,5 +157,5 @@ class ConsoleLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self.sink.event(self.format(record))
-        except Exception:  # noqa: BLE001 - logging must never take the manager down
+        except Exception:
             self.handleError(record)

@@ -32,7 +32,9 @@ __all__ = [
     "BotRecord",
     "OwnerLock",
     "StateStore",
+    "Write",
     "now_iso",
+    "records_for",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -318,7 +320,8 @@ class OwnerLock:
         except BlockingIOError:
             owner = os.read(fd, 32).decode(errors="replace").strip()
             os.close(fd)
-            raise ManagerRunning(self.path.with_suffix(""), int(owner) if owner.isdigit() else None)
+            pid = int(owner) if owner.isdigit() else None
+            raise ManagerRunning(self.path.with_suffix(""), pid) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd

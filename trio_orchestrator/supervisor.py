@@ -9,7 +9,7 @@ Task tree of ``trio-orch start_all``::
         ├── signal handler        SIGINT/SIGTERM: graceful shutdown; again: kill now
         ├── control socket        JSON-lines requests -> execute()
         ├── command file poller   lines -> execute()
-        └── BotRunner.run × N     one per started bot
+        └── BotRunner.run x N     one per started bot
 
 Only this module sees more than one bot, touches the database (through ``to_thread`` and
 one writer task) and calls git (through ``to_thread``).
@@ -17,6 +17,7 @@ one writer task) and calls git (through ``to_thread``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -186,6 +187,9 @@ class Supervisor:
     _shutting_down: bool = False
     _preserve: set[str] = attrs.Factory(set)
     _messages: dict[str, str] = attrs.Factory(dict)
+    # Bots that `update NAME` just updated and is restarting: their next start skips the
+    # update that has just run (and keeps its outcome as the bot's last update).
+    _freshly_updated: set[str] = attrs.Factory(set)
 
     def __attrs_post_init__(self) -> None:
         self._writer = StateWriter(self.store, self._limiter)
@@ -213,6 +217,7 @@ class Supervisor:
         async with trio.open_nursery() as infrastructure:
             await infrastructure.start(self.sink.run)
             await infrastructure.start(self._writer.run)
+            socket_bound = False  # never remove the socket of another manager
             try:
                 async with trio.open_nursery() as root:
                     self._root = root
@@ -220,6 +225,7 @@ class Supervisor:
                     stored = await self._db(self.store.load_all)
                     await self._recover_orphans(stored)
                     listener = await bind_control_socket(self.paths.socket)
+                    socket_bound = True
                     await root.start(serve_control, listener, self.execute)
                     commands = CommandFile(self.paths.commands, self._execute_from_file)
                     await root.start(commands.run, self.config.settings.command_poll_interval)
@@ -233,8 +239,9 @@ class Supervisor:
                     task_status.started()
             finally:
                 self._root = None
-                if os.path.exists(self.paths.socket):
-                    os.unlink(self.paths.socket)
+                if socket_bound:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.paths.socket)
                 self._writer.close()
                 self.sink.send_channel.close()
 
@@ -265,6 +272,8 @@ class Supervisor:
                 record = attrs.evolve(record, pid=None, pid_start_ticks=None, state="stopped")
                 writes.append(Write(record, "recovered", "manager had died"))
             self.records[name] = record
+            with contextlib.suppress(ValueError):  # an unknown word in the db: keep "stopped"
+                self.runners[name].state = BotState(record.state)
         if writes:
             await self._db(self.store.commit, writes)
 
@@ -273,16 +282,16 @@ class Supervisor:
         names = [
             name
             for name, bot in self.config.bots.items()
-            if (record := stored.get(name)) is None
-            and bot.autostart
-            or record is not None
-            and (record.is_running or record.preserved_state)
+            if ((record := stored.get(name)) is None and bot.autostart)
+            or (record is not None and (record.is_running or record.preserved_state))
         ]
         if names:
             LOGGER.info("starting %d bots: %s", len(names), ", ".join(names))
         async with trio.open_nursery() as nursery:
             for name in names:
-                nursery.start_soon(partial(self.execute, Command(Action.START, name), source="restore"))
+                nursery.start_soon(
+                    partial(self.execute, Command(Action.START, name), source="restore")
+                )
 
     async def _handle_signals(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
@@ -317,10 +326,8 @@ class Supervisor:
             self._root.cancel_scope.cancel()
 
     async def _stop_for_shutdown(self, runner: BotRunner) -> None:
-        try:
+        with contextlib.suppress(ActionFailed):  # it ended by itself meanwhile
             await runner.stop()
-        except ActionFailed:
-            pass  # it ended by itself meanwhile
 
     # ----- transitions -----
 
@@ -374,6 +381,9 @@ class Supervisor:
 
     async def _update_before_start(self, bot: BotConfig) -> None:
         """The git update before each start (SPEC 7); failures are logged, never raised."""
+        if bot.name in self._freshly_updated:
+            self._freshly_updated.discard(bot.name)
+            return
         await self._run_update(bot)
 
     async def _run_update(self, bot: BotConfig) -> gitupdate.UpdateResult:
@@ -477,7 +487,11 @@ class Supervisor:
             raise ActionFailed(f"{bot.name} update {result.message}")
         if result.changed and runner.active:
             await runner.stop()
-            await self._start(runner)
+            self._freshly_updated.add(bot.name)
+            try:
+                await self._start(runner)
+            finally:
+                self._freshly_updated.discard(bot.name)
             return f"{bot.name} {result.message}; restarted"
         return f"{bot.name} {result.message}"
 
@@ -486,6 +500,13 @@ class Supervisor:
 
     def all_info(self) -> list[dict[str, Any]]:
         return [self.info(name) for name in self.config.bots]
+
+
+def _should_restore(bot: BotConfig, stored: dict[str, BotRecord]) -> bool:
+    record = stored.get(bot.name)
+    if record is None:
+        return bot.autostart
+    return record.is_running or record.preserved_state
 
 
 def _one_line_status(info: dict[str, Any]) -> str:
@@ -548,6 +569,9 @@ def run_manager(config: Config, paths: Paths, color_mode: str) -> int:
             supervisor = Supervisor(config=config, paths=paths, store=store, sink=sink)
             try:
                 trio.run(supervisor.run)
+            except BaseExceptionGroup as group:
+                _raise_user_error(group)
+                raise
             finally:
                 for handler in handlers:
                     logging.getLogger("trio_orchestrator").removeHandler(handler)
@@ -557,6 +581,16 @@ def run_manager(config: Config, paths: Paths, color_mode: str) -> int:
     finally:
         lock.release()
     return 0
+
+
+def _raise_user_error(group: BaseExceptionGroup) -> None:
+    """Raise alone an OrchestratorError that nurseries wrapped (one line, no traceback)."""
+    errors, rest = group.split(OrchestratorError)
+    if errors is not None and rest is None:
+        error: BaseException = errors
+        while isinstance(error, BaseExceptionGroup):
+            error = error.exceptions[0]
+        raise error from None
 
 
 def _should_color(mode: str) -> bool:

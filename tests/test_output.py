@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import io
+
+from trio_orchestrator.output import (
+    MAX_LINE_BYTES,
+    ConsoleBuffer,
+    LineSplitter,
+    LogFiles,
+    Printer,
+    should_color,
+)
+
+
+class FakeTty(io.BytesIO):
+    def isatty(self):
+        return True
+
+
+def test_splitter_joins_partial_reads_and_flushes_the_tail():
+    splitter = LineSplitter()
+    assert splitter.feed(b"hel") == []
+    assert splitter.feed(b"lo\nwor") == [b"hello"]
+    assert splitter.feed(b"ld\n\nx") == [b"world", b""]
+    assert splitter.flush() == [b"x"]
+    assert splitter.flush() == []
+
+
+def test_splitter_caps_lines_and_keeps_memory_bounded():
+    splitter = LineSplitter()
+    chunk = b"a" * 10_000
+    out = []
+    for _ in range(5_000):  # a 50 MB line without a newline
+        out.extend(splitter.feed(chunk))
+        assert len(splitter._pending) < MAX_LINE_BYTES
+    assert all(len(line) == MAX_LINE_BYTES for line in out)
+    assert sum(map(len, out)) + len(splitter.flush()[0]) == 50_000_000
+    long_line = b"b" * (MAX_LINE_BYTES * 2 + 5) + b"\nshort\n"
+    assert [len(x) for x in LineSplitter().feed(long_line)] == [
+        MAX_LINE_BYTES,
+        MAX_LINE_BYTES,
+        5,
+        5,
+    ]
+
+
+def test_printer_prefixes_and_replaces_undecodable_bytes():
+    console, log = Printer(color=False).format("Bot", "red", [b"one", b"t\xffwo"])
+    assert console == log == "[Bot] one\n[Bot] t\ufffdwo\n".encode()
+
+
+def test_printer_colors_console_but_never_the_log():
+    console, log = Printer(color=True).format("Bot", "cyan", [b"hi"])
+    assert console == b"\x1b[36m[Bot]\x1b[0m hi\n"
+    assert log == b"[Bot] hi\n"
+
+
+def test_color_decision():
+    assert should_color("auto", FakeTty(), {}) is True
+    assert should_color("auto", io.BytesIO(), {}) is False
+    assert should_color("always", io.BytesIO(), {}) is True
+    assert should_color("always", FakeTty(), {"NO_COLOR": "1"}) is False
+    assert should_color("never", FakeTty(), {}) is False
+
+
+def test_console_buffer_drops_and_counts_beyond_its_bound():
+    buffer = ConsoleBuffer(limit=10)
+    assert buffer.push(b"12345", 1)
+    assert buffer.push(b"67890", 1)
+    assert not buffer.push(b"x\ny\n", 2)
+    assert buffer.take() == (b"1234567890", 2)
+    assert buffer.take() == (b"", 0)
+
+
+def test_log_files_append_per_bot(tmp_path):
+    logs = LogFiles(tmp_path / "logs")
+    logs.write_batches([("A", b"[A] 1\n"), ("B", b"[B] 1\n"), ("A", b"[A] 2\n")])
+    logs.close()
+    assert (tmp_path / "logs" / "A.log").read_bytes() == b"[A] 1\n[A] 2\n"
+    assert (tmp_path / "logs" / "B.log").read_bytes() == b"[B] 1\n"
