@@ -21,7 +21,8 @@ class Manager:
         self.stdout_path = config.parent / "manager.out"
         self.stderr_path = config.parent / "manager.err"
         environ = dict(os.environ if env is None else env)
-        environ.pop("NO_COLOR", None)
+        if env is None:
+            environ.pop("NO_COLOR", None)
         self.process = subprocess.Popen(
             [*CLI, "--config", str(config), *extra_args, "start_all"],
             stdout=self.stdout_path.open("wb"),
