@@ -154,9 +154,13 @@ class ConsoleBuffer:
     def __len__(self) -> int:
         return self._size
 
+    def overflows(self, size: int) -> bool:
+        """Whether *size* more bytes would exceed the bound (an empty buffer takes anything)."""
+        return self._size > 0 and self._size + size > self._limit
+
     def push(self, data: bytes, lines: int) -> bool:
         """Queue *data* (holding *lines* lines); return False if it was dropped."""
-        if self._size + len(data) > self._limit:
+        if self.overflows(len(data)):
             self.dropped_lines += lines
             return False
         self._chunks.append(data)

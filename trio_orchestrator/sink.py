@@ -28,6 +28,8 @@ CHANNEL_CAPACITY = 64
 # Batches taken from the channel before one trip to the log-writer thread.
 MAX_BATCHES_PER_WRITE = 256
 FINAL_FLUSH_SECONDS = 2.0
+# A console write stuck this long means nobody reads the console: drop, don't wait.
+STALL_SECONDS = 1.0
 
 
 class _ConsoleStream:
@@ -38,11 +40,34 @@ class _ConsoleStream:
         self.buffer = ConsoleBuffer(limit)
         self.wakeup = trio.Event()
         self.broken = False
+        self._writing_since: float | None = None
+        self._progress = trio.Event()
 
     def push(self, data: bytes, lines: int) -> None:
+        """Queue *data* now; dropped (and counted) if the buffer is full."""
         if not self.broken:
             self.buffer.push(data, lines)
             self.wakeup.set()
+
+    @property
+    def stalled(self) -> bool:
+        """A write has been stuck for STALL_SECONDS: nobody is reading the console."""
+        return (
+            self._writing_since is not None
+            and trio.current_time() - self._writing_since > STALL_SECONDS
+        )
+
+    async def push_or_wait(self, data: bytes, lines: int) -> None:
+        """Queue *data*, waiting while a slow but live console catches up.
+
+        A console that keeps up slowly (a file, a busy terminal) gets backpressure and loses
+        nothing; one that is stalled (a full pipe, Ctrl-S) makes us drop instead, so the log
+        files and supervision never wait on it.
+        """
+        while self.buffer.overflows(len(data)) and not self.broken and not self.stalled:
+            with trio.move_on_after(STALL_SECONDS):
+                await self._progress.wait()
+        self.push(data, lines)
 
     def _write(self, data: bytes) -> None:
         try:
@@ -70,7 +95,13 @@ class _ConsoleStream:
         if data and not self.broken:
             # abandon_on_cancel: a write into a pipe nobody reads may never return; at
             # shutdown we walk away from it rather than hang.
-            await trio.to_thread.run_sync(self._write, data, abandon_on_cancel=True)
+            self._writing_since = trio.current_time()
+            try:
+                await trio.to_thread.run_sync(self._write, data, abandon_on_cancel=True)
+            finally:
+                self._writing_since = None
+                self._progress.set()
+                self._progress = trio.Event()
 
 
 class OutputSink:
@@ -142,7 +173,7 @@ class OutputSink:
         for batch in batches:
             console, log = self.printer.format(batch.name, batch.color, batch.lines)
             target = self.stderr if batch.stream == "stderr" else self.stdout
-            target.push(console, len(batch.lines))
+            await target.push_or_wait(console, len(batch.lines))
             logs.append((batch.name, log))
         await trio.to_thread.run_sync(self.log_files.write_batches, logs)
 
