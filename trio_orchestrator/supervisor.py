@@ -482,7 +482,9 @@ class Supervisor:
         bot = runner.bot
         if bot.repo_url is None:
             raise ActionFailed(f"{bot.name} has no repo_url; nothing to update")
-        result = await self._run_update(bot)
+        # An explicit `update NAME` runs even with `auto_update: false`: that setting is
+        # about updating before every start, not about refusing a user's request.
+        result = await self._run_update(attrs.evolve(bot, auto_update=True))
         if result.outcome == "failed":
             raise ActionFailed(f"{bot.name} update {result.message}")
         if result.changed and runner.active:

@@ -179,16 +179,14 @@ def test_hanging_remote_delays_only_its_own_bot(
     wait_for(lambda: "[Other] hello" in manager.output(), timeout=10, message="Other's line")
     wait_for(ssh_pids.exists, timeout=5, message="git to reach the remote")
 
-    # The hang is in progress: Other runs, and the control socket answers promptly.
-    assert time.monotonic() - started < timeout
-    asked = time.monotonic()
-    other = status(config, "Other", env)
-    assert time.monotonic() - asked < 2
-    assert other["state"] == "running"
+    # The hang is in progress: Other runs, and the control socket answers (Hang is
+    # still starting after Other's status came back, so the reply did not wait for git).
+    assert status(config, "Other", env)["state"] == "running"
     assert status(config, "Hang", env)["state"] == "starting"
     assert "[Hang]" not in manager.output()
     reply = cli(config, "update", "Other", env=env, timeout=15)
-    assert (reply.returncode, reply.stderr.strip()) == (1, "Other has no repo_url; nothing to update")
+    assert reply.returncode == 1
+    assert reply.stderr.strip() == "Other has no repo_url; nothing to update"
 
     # After the timeout the bot starts on the code it has, and the failure is logged.
     wait_for(lambda: "[Hang] version v1" in manager.output(), timeout=timeout + 10)
@@ -260,8 +258,10 @@ def test_automatic_restart_updates_first(
     tmp_path: Path, remote: Remote, env: dict[str, str], manager_factory
 ) -> None:
     # v1 crashes at once; the fix (v2) is pushed while it is in its restart loop.
-    crashing = BOT_CODE.replace("while True:", 'if "v1" in pathlib.Path("VERSION").read_text():\n'
-    "    raise SystemExit(1)\nwhile True:")
+    crashing = BOT_CODE.replace(
+        "while True:",
+        'if "v1" in pathlib.Path("VERSION").read_text():\n    raise SystemExit(1)\nwhile True:',
+    )
     remote.commit("v1", {"main.py": crashing})
     bot_dir = remote.clone(tmp_path / "bot")
     config = write_config(
@@ -281,9 +281,7 @@ def test_automatic_restart_updates_first(
     assert "Git git update: updated " in manager_log(config)
 
 
-def test_check_never_runs_git(
-    tmp_path: Path, remote: Remote, env: dict[str, str]
-) -> None:
+def test_check_never_runs_git(tmp_path: Path, remote: Remote, env: dict[str, str]) -> None:
     bot_dir = remote.clone(tmp_path / "bot")
     remote.commit("v2")
     marker = tmp_path / "git-ran"
