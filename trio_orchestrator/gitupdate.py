@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
@@ -54,6 +55,8 @@ _REPOSITORY_ENV = (
 # Asked of the remote only when it does not advertise its HEAD (SPEC 7).
 _FALLBACK_BRANCHES = ("main", "master")
 _SHORT_SHA = 7
+# How often a running git command checks whether the update was cancelled.
+CANCEL_POLL_SECONDS = 0.2
 
 
 @attrs.frozen
@@ -82,7 +85,11 @@ class UpdateResult:
 
 
 def update_checkout(
-    bot: BotConfig, *, protected_dirs: Sequence[Path] = (), timeout: float = 60.0
+    bot: BotConfig,
+    *,
+    protected_dirs: Sequence[Path] = (),
+    timeout: float = 60.0,
+    cancel: threading.Event | None = None,
 ) -> UpdateResult:
     """Bring *bot*'s directory up to date with its ``repo_url`` (SPEC 7).
 
@@ -101,6 +108,8 @@ def update_checkout(
         protected_dirs: Directories that must never be touched, typically the
             orchestrator's own directory and the config file's directory.
         timeout: Seconds for the whole update, shared by all git commands.
+        cancel: Set from another thread to abandon the update: the running git command
+            is killed (with its process group) and the outcome is ``"failed"``.
 
     Returns:
         The outcome. Git and filesystem problems give outcome ``"failed"``; this function
@@ -114,7 +123,7 @@ def update_checkout(
     protected = _protected_by(directory, protected_dirs)
     if protected is not None:
         return _skipped(f"{directory} is or contains protected directory {protected}")
-    git = _Git.find(directory, timeout)
+    git = _Git.find(directory, timeout, cancel)
     if git is None:
         return _failed("git executable not found")
     entries, rejected = _split_preserve_entries(directory, bot.preserve_files)
@@ -328,9 +337,12 @@ class _Git:
     budget: float
     deadline: float
     env: dict[str, str]
+    cancel: threading.Event | None = None
 
     @classmethod
-    def find(cls, directory: Path, budget: float) -> _Git | None:
+    def find(
+        cls, directory: Path, budget: float, cancel: threading.Event | None = None
+    ) -> _Git | None:
         """Return a runner for *directory*, or None if there is no git on PATH."""
         executable = shutil.which("git")
         if executable is None:
@@ -350,7 +362,7 @@ class _Git:
             # not be taken for that repository.
             GIT_CEILING_DIRECTORIES=os.path.dirname(os.path.realpath(directory)),
         )
-        return cls(executable, directory, budget, time.monotonic() + budget, env)
+        return cls(executable, directory, budget, time.monotonic() + budget, env, cancel)
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run ``git *args`` in the directory with what is left of the time budget.
@@ -378,15 +390,25 @@ class _Git:
         except OSError as exc:
             raise _GitError(f"cannot run git {command}: {exc}") from None
         try:
-            stdout, stderr = process.communicate(timeout=remaining)
-        except BaseException as exc:
+            stdout, stderr = self._communicate(process, command)
+        except BaseException:
             _kill_process_group(process)
-            if isinstance(exc, subprocess.TimeoutExpired):
-                raise _GitError(f"git {command} timed out after {self.budget:g}s") from None
             raise
         if check and process.returncode != 0:
             raise _GitError(f"git {command}: {_error_summary(stderr, process.returncode)}")
         return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+    def _communicate(self, process: subprocess.Popen[str], command: str) -> tuple[str, str]:
+        """Wait for *process* in short slices, so a cancel request is seen quickly."""
+        while True:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise _GitError(f"git {command} timed out after {self.budget:g}s")
+            try:
+                return process.communicate(timeout=min(remaining, CANCEL_POLL_SECONDS))
+            except subprocess.TimeoutExpired:
+                if self.cancel is not None and self.cancel.is_set():
+                    raise _GitError(f"git {command} cancelled") from None
 
     def head(self) -> str | None:
         completed = self.run("rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False)

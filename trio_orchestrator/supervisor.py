@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -393,9 +394,7 @@ class Supervisor:
             protected_dirs=(_PACKAGE_ROOT, self.config.directory),
             timeout=self.config.settings.git_timeout,
         )
-        # Not abandonable: git has side effects on the checkout; the timeout inside
-        # update_checkout bounds the wait.
-        result = await trio.to_thread.run_sync(update)
+        result = await _run_cancellable(update)
         log = LOGGER.warning if result.outcome in ("failed", "skipped") else LOGGER.info
         log("%s git update: %s", bot.name, result.message)
         record = attrs.evolve(
@@ -431,8 +430,13 @@ class Supervisor:
             runner = self._runner(command.name)
             if command.action is Action.STATUS:
                 return {"ok": True, "code": 0, "message": "", "bot": self.info(command.name)}
-            async with self._locks[command.name]:
+            if command.action is Action.STOP and runner.state is BotState.STARTING:
+                # The start holding the lock may wait on a slow git update; stopping
+                # cancels that update rather than queueing behind it.
                 message = await self._perform(command.action, runner)
+            else:
+                async with self._locks[command.name]:
+                    message = await self._perform(command.action, runner)
         except OrchestratorError as exc:
             LOGGER.warning("command %r from %s rejected: %s", str(command), source, exc)
             return {"ok": False, "code": exc.exit_code, "message": str(exc)}
@@ -502,6 +506,32 @@ class Supervisor:
 
     def all_info(self) -> list[dict[str, Any]]:
         return [self.info(name) for name in self.config.bots]
+
+
+async def _run_cancellable(
+    update: Callable[..., gitupdate.UpdateResult],
+) -> gitupdate.UpdateResult:
+    """Run *update* in a worker thread; on cancellation, ask it to stop and wait for it.
+
+    Not abandoned: git has side effects on the checkout, so we wait for the thread, but
+    the cancel event makes it kill its git command at once instead of running on until
+    ``git_timeout``.
+
+    **Cancellation:** returns within a fraction of a second (the update ends "failed").
+    """
+    cancel = threading.Event()
+
+    async def cancel_when_cancelled() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancel.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cancel_when_cancelled)
+        result = await trio.to_thread.run_sync(partial(update, cancel=cancel))
+        nursery.cancel_scope.cancel()
+    return result
 
 
 def _should_restore(bot: BotConfig, stored: dict[str, BotRecord]) -> bool:

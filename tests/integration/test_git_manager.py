@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import shutil
 import sqlite3
 import subprocess
@@ -196,6 +197,43 @@ def test_hanging_remote_delays_only_its_own_bot(
     assert hang["state"] == "running"
     assert hang["last_update"] == f"failed: git pull timed out after {timeout}s"
     # The killed update leaves no helper behind.
+    pids = [int(line) for line in ssh_pids.read_text().split()]
+    wait_for(lambda: not any(pid_alive(pid) for pid in pids), timeout=5, message="ssh to end")
+
+
+def hanging_bot(tmp_path: Path, remote: Remote, env: dict[str, str]) -> tuple[Path, Path]:
+    """A bot whose origin never answers (fake ssh); returns its config and ssh pid file."""
+    hang_dir = remote.clone(tmp_path / "hang")
+    url = "ssh://git.example.invalid/repo.git"
+    remote.git(hang_dir, "remote", "set-url", "origin", url)
+    fake_bin = tmp_path / "fake-bin"
+    fake_bin.mkdir()
+    ssh_pids = tmp_path / "ssh.pids"
+    (fake_bin / "ssh").write_text(f"#!/bin/sh\necho $$ >> {ssh_pids}\nexec sleep 60\n")
+    (fake_bin / "ssh").chmod(0o755)
+    env["PATH"] = f"{fake_bin}{os.pathsep}{env['PATH']}"
+    config = write_config(
+        tmp_path / "bot_config.yaml", {"Hang": git_bot(hang_dir, url)}, git_timeout=60
+    )
+    return config, ssh_pids
+
+
+@pytest.mark.parametrize("how", ["stop command", "SIGTERM"])
+def test_stop_and_shutdown_cancel_a_hanging_update(
+    tmp_path: Path, remote: Remote, env: dict[str, str], manager_factory, how: str
+) -> None:
+    config, ssh_pids = hanging_bot(tmp_path, remote, env)
+    manager = manager_factory(config, env=env).wait_ready()
+    wait_for(ssh_pids.exists, timeout=10, message="git to reach the remote")
+    started = time.monotonic()
+    if how == "stop command":
+        reply = cli(config, "stop", "Hang", env=env, timeout=30)
+        assert reply.returncode == 0, reply.stderr
+        assert status(config, "Hang", env)["state"] == "stopped"
+    else:
+        assert manager.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 5  # not git_timeout (60 s)
+    assert "[Hang]" not in manager.output()  # cancelled before the bot ran
     pids = [int(line) for line in ssh_pids.read_text().split()]
     wait_for(lambda: not any(pid_alive(pid) for pid in pids), timeout=5, message="ssh to end")
 
