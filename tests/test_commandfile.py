@@ -131,14 +131,7 @@ async def test_bad_lines_are_reported_and_later_lines_still_run(command_file, re
     await command_file.poll()
     append(
         command_file.path,
-        "start A\n"
-        "frobnicate A\n"
-        "\n"
-        "# a comment\n"
-        "stop\n"
-        "restart A B\n"
-        "   \n"
-        "stop B\n",
+        "start A\nfrobnicate A\n\n# a comment\nstop\nrestart A B\n   \nstop B\n",
     )
     with caplog.at_level(logging.WARNING, logger=WARNING):
         await command_file.poll()

@@ -424,7 +424,7 @@ def test_client_bad_replies(socket_path, answer, match):
 def test_client_times_out(socket_path):
     fake = FakeManager(socket_path, None)
     try:
-        with pytest.raises(OrchestratorError, match="did not answer within 0.3s"):
+        with pytest.raises(OrchestratorError, match=r"did not answer within 0\.3s"):
             _sync_request(socket_path, {"command": "list"}, timeout=0.3)
     finally:
         fake.close()

@@ -78,10 +78,9 @@ def request(socket_path: str, message: dict[str, Any], timeout: float = DEFAULT_
         chunks = []
         size = 0
         try:
-            try:
+            # Refused before we finished (too large)? Its reply is still there to read.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 sock.sendall(encode(message))
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # refused before we finished (too large): its reply is still readable
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
                 size += len(chunk)

@@ -72,6 +72,11 @@ def _inode_or_none(path: Path) -> int | None:
         return None
 
 
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
 def _ensure_file(path: Path) -> None:
     """Create the command file with its header unless something is already there."""
     try:
@@ -295,7 +300,7 @@ class CommandFile:
         if now - self._seen_at < SETTLE_SECONDS:
             return info
         await self._drain(self.processing_path, final=True)
-        await trio.to_thread.run_sync(os.unlink, self.processing_path)
+        await trio.to_thread.run_sync(_remove, self.processing_path)
         assert self._offsets is not None
         if self._offsets.pop(info.st_ino, None) is not None:
             await trio.to_thread.run_sync(self._save_offsets)

@@ -58,6 +58,19 @@ def parse_request(data: bytes) -> Command:
     return Command(action, name if action.needs_bot else None)
 
 
+def _socket_exists(path: Path) -> bool:
+    """Raises: OrchestratorError if something other than a socket is at *path*."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISSOCK(mode):
+        raise OrchestratorError(
+            f"{path} exists and is not a socket; move it away or choose another path with --socket"
+        )
+    return True
+
+
 async def bind_control_socket(path: Path) -> trio.SocketListener:
     """Bind *path* with mode 0600, replacing a stale socket but never a live one.
 
@@ -68,12 +81,7 @@ async def bind_control_socket(path: Path) -> trio.SocketListener:
     """
     try:
         with socket_address(path) as address:
-            if os.path.lexists(path):
-                if not stat.S_ISSOCK(os.lstat(path).st_mode):
-                    raise OrchestratorError(
-                        f"{path} exists and is not a socket; move it away or choose another"
-                        " path with --socket"
-                    )
+            if _socket_exists(path):
                 probe = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
                 with probe:
                     try:
@@ -121,10 +129,9 @@ async def serve_control(
         async with limiter, stream:
             reply = await _answer(stream, handler)
             with trio.move_on_after(REPLY_TIMEOUT):
-                try:
+                # The client went away? Its loss.
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                     await stream.send_all(encode(reply))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass  # the client went away; its loss
 
     await trio.serve_listeners(serve_one, [listener], task_status=task_status)
 

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -252,6 +253,7 @@ def test_list_json_schema_and_graceful_shutdown_clears_pids(setup, manager_facto
     config, _ = setup()
     manager = manager_factory(config).wait_ready()
     wait_state(manager.socket, "Alpha", "running")
+    assert stat.S_IMODE(manager.socket.stat().st_mode) == 0o600
     result = cli(config, "list", "--json")
     assert result.returncode == 0
     document = json.loads(result.stdout)
@@ -367,9 +369,11 @@ def test_command_file_with_a_concurrent_writer_exactly_once(setup, manager_facto
     assert ghosts() == list(range(count))
     restarts = count // every
     alpha = wait_for(
-        lambda: (bot := bots_of(manager.socket)["Alpha"])["start_count"] == 1 + restarts
-        and bot["state"] == "running"
-        and bot,
+        lambda: (
+            (bot := bots_of(manager.socket)["Alpha"])["start_count"] == 1 + restarts
+            and bot["state"] == "running"
+            and bot
+        ),
         30,
         message="every restart",
     )
@@ -407,6 +411,9 @@ def test_sigkill_of_the_manager_leaves_no_duplicates(setup, manager_factory):
     assert cli(config, "start", "Beta").returncode == 0
     before = bots_of(first.socket)
     orphans = {name: before[name]["pid"] for name in ("Alpha", "Beta")}
+    for name in orphans:  # printed already: a print after the kill would hit a broken pipe
+        log = config.parent / "logs" / f"{name}.log"
+        wait_for(lambda log=log: log.exists() and "up marker-" in log.read_text(), message=name)
 
     first.process.send_signal(signal.SIGKILL)
     first.process.wait(10)
