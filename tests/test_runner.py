@@ -147,7 +147,7 @@ async def test_restart_policies(tmp_path, autojump_clock, policy, code, restarte
 
 async def test_stop_during_restart_delay(tmp_path, autojump_clock):
     fake = FakeBot([(1, 1)])
-    runner, transitions = make_runner(tmp_path, fake, restart_delay=100)
+    runner, _transitions = make_runner(tmp_path, fake, restart_delay=100)
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run)
         await trio.sleep(2)
@@ -301,7 +301,7 @@ async def test_pause_stops_the_group_and_stop_still_works(tmp_path):
 
 
 async def test_real_crash_is_restarted_after_the_delay(tmp_path):
-    runner, receive, _ = real_runner(
+    runner, _receive, _ = real_runner(
         tmp_path,
         """
         import sys

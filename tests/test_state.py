@@ -138,7 +138,8 @@ def test_owner_lock_refuses_second_owner_and_names_pid(tmp_path):
 def test_lock_of_a_killed_owner_never_blocks(tmp_path):
     db = tmp_path / "bot_states.db"
     code = (
-        "import sys, time; from pathlib import Path; from trio_orchestrator.state import OwnerLock\n"
+        "import sys, time; from pathlib import Path\n"
+        "from trio_orchestrator.state import OwnerLock\n"
         "OwnerLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); time.sleep(60)\n"
     )
     holder = subprocess.Popen(

@@ -157,7 +157,7 @@ def test_shutdown_is_parallel_bounded_by_largest_stop_timeout(tmp_path, manager_
     assert manager.stop() == 0
     elapsed = time.monotonic() - started
     assert elapsed < 2 * 4  # not the sum of the four timeouts
-    assert 1.9 < elapsed
+    assert elapsed > 1.9
     assert not any(pid_alive(pid) for pid in pids)
 
 
