@@ -40,6 +40,7 @@ from trio_orchestrator.runner import (
     BotRunner,
     BotState,
     Transition,
+    describe_exit,
     kill_orphan_group,
     process_start_ticks,
 )
@@ -335,6 +336,7 @@ class Supervisor:
     async def _on_transition(self, runner: BotRunner, transition: Transition) -> None:
         name = runner.name
         record = self.records.get(name) or BotRecord(name=name)
+        previous_state = record.state
         state = transition.state
         stamp = now_iso()
         changes: dict[str, Any] = {"state": state.value, "restarts": runner.restarts}
@@ -342,7 +344,7 @@ class Supervisor:
             changes["state_since"] = stamp
         if state is BotState.STARTING:
             changes.update(is_running=True, preserved_state=False)
-        elif state is BotState.RUNNING and record.state != BotState.PAUSED.value:
+        elif state is BotState.RUNNING and previous_state != BotState.PAUSED.value:
             changes.update(
                 pid=transition.pid,
                 pid_start_ticks=process_start_ticks(transition.pid),
@@ -363,22 +365,28 @@ class Supervisor:
             self._messages[name] = transition.message
         assert self._writer is not None
         await self._writer.commit(Write(record, state.value, transition.message or None))
-        self._log_transition(name, transition, record)
+        self._log_transition(name, transition, previous_state, record)
 
     @staticmethod
-    def _log_transition(name: str, transition: Transition, record: BotRecord) -> None:
+    def _log_transition(
+        name: str, transition: Transition, previous_state: str, record: BotRecord
+    ) -> None:
         state = transition.state
-        if state is BotState.RUNNING:
-            if record.state == BotState.RUNNING.value and transition.pid == record.pid:
-                LOGGER.info("%s running (pid %d, start #%d)", name, record.pid, record.start_count)
+        if state is BotState.RUNNING and previous_state == BotState.PAUSED.value:
+            LOGGER.info("%s resumed", name)
+        elif state is BotState.RUNNING:
+            LOGGER.info("%s running (pid %d, start #%d)", name, record.pid, record.start_count)
         elif state is BotState.FAILED:
             LOGGER.error("%s failed: %s", name, transition.message)
         elif state is BotState.BACKOFF:
             LOGGER.warning("%s %s", name, transition.message)
         elif state is BotState.EXITED:
             LOGGER.info("%s %s", name, transition.message)
-        elif state in (BotState.STOPPED, BotState.PAUSED):
-            LOGGER.info("%s %s", name, state.value)
+        elif state is BotState.PAUSED:
+            LOGGER.info("%s paused", name)
+        elif state is BotState.STOPPED:
+            code = transition.exit_code
+            LOGGER.info("%s stopped%s", name, "" if code is None else f" ({describe_exit(code)})")
 
     async def _update_before_start(self, bot: BotConfig) -> None:
         """The git update before each start (SPEC 7); failures are logged, never raised."""
@@ -603,6 +611,10 @@ def run_manager(config: Config, paths: Paths, color_mode: str) -> int:
                 trio.run(supervisor.run)
             except BaseExceptionGroup as group:
                 _raise_user_error(group)
+                if group.split(KeyboardInterrupt)[1] is None:
+                    # Ctrl-C before the signal task took SIGINT over: trio raised it in
+                    # our code and the nurseries wrapped it. No bot was started yet.
+                    raise KeyboardInterrupt from None
                 raise
             finally:
                 for handler in handlers:
