@@ -152,26 +152,43 @@ def test_new_commit_is_checked_out_before_the_bot_starts(
     assert (offline["last_update"], offline["commit"]) == (info["last_update"], new)
 
 
-@pytest.mark.slow
-def test_hanging_remote_delays_only_its_own_bot(
-    tmp_path: Path, remote: Remote, env: dict[str, str], manager_factory
-) -> None:
+def hanging_bot(
+    tmp_path: Path, remote: Remote, env: dict[str, str], others: dict, git_timeout: float
+) -> tuple[Path, Path]:
+    """Bot "Hang", whose origin never answers (a fake ssh on PATH), plus *others*.
+
+    Returns the config path and the file where each fake ssh writes its pid.
+    """
     hang_dir = remote.clone(tmp_path / "hang")
     url = "ssh://git.example.invalid/repo.git"
     remote.git(hang_dir, "remote", "set-url", "origin", url)
     fake_bin = tmp_path / "fake-bin"
     fake_bin.mkdir()
     ssh_pids = tmp_path / "ssh.pids"
-    (fake_bin / "ssh").write_text(f"#!/bin/sh\necho $$ >> {ssh_pids}\nexec sleep 30\n")
+    (fake_bin / "ssh").write_text(f"#!/bin/sh\necho $$ >> {ssh_pids}\nexec sleep 60\n")
     (fake_bin / "ssh").chmod(0o755)
     env["PATH"] = f"{fake_bin}{os.pathsep}{env['PATH']}"
+    config = write_config(
+        tmp_path / "bot_config.yaml",
+        {"Hang": git_bot(hang_dir, url), **others},
+        git_timeout=git_timeout,
+    )
+    return config, ssh_pids
+
+
+@pytest.mark.slow
+def test_hanging_remote_delays_only_its_own_bot(
+    tmp_path: Path, remote: Remote, env: dict[str, str], manager_factory
+) -> None:
     other_dir = tmp_path / "other"
     other_dir.mkdir()
     (other_dir / "main.py").write_text(PLAIN_BOT_CODE)
     timeout = 3
-    config = write_config(
-        tmp_path / "bot_config.yaml",
-        {"Hang": git_bot(hang_dir, url), "Other": {"script": "main.py", "directory": "other"}},
+    config, ssh_pids = hanging_bot(
+        tmp_path,
+        remote,
+        env,
+        {"Other": {"script": "main.py", "directory": "other"}},
         git_timeout=timeout,
     )
 
@@ -201,28 +218,11 @@ def test_hanging_remote_delays_only_its_own_bot(
     wait_for(lambda: not any(pid_alive(pid) for pid in pids), timeout=5, message="ssh to end")
 
 
-def hanging_bot(tmp_path: Path, remote: Remote, env: dict[str, str]) -> tuple[Path, Path]:
-    """A bot whose origin never answers (fake ssh); returns its config and ssh pid file."""
-    hang_dir = remote.clone(tmp_path / "hang")
-    url = "ssh://git.example.invalid/repo.git"
-    remote.git(hang_dir, "remote", "set-url", "origin", url)
-    fake_bin = tmp_path / "fake-bin"
-    fake_bin.mkdir()
-    ssh_pids = tmp_path / "ssh.pids"
-    (fake_bin / "ssh").write_text(f"#!/bin/sh\necho $$ >> {ssh_pids}\nexec sleep 60\n")
-    (fake_bin / "ssh").chmod(0o755)
-    env["PATH"] = f"{fake_bin}{os.pathsep}{env['PATH']}"
-    config = write_config(
-        tmp_path / "bot_config.yaml", {"Hang": git_bot(hang_dir, url)}, git_timeout=60
-    )
-    return config, ssh_pids
-
-
 @pytest.mark.parametrize("how", ["stop command", "SIGTERM"])
 def test_stop_and_shutdown_cancel_a_hanging_update(
     tmp_path: Path, remote: Remote, env: dict[str, str], manager_factory, how: str
 ) -> None:
-    config, ssh_pids = hanging_bot(tmp_path, remote, env)
+    config, ssh_pids = hanging_bot(tmp_path, remote, env, {}, git_timeout=60)
     manager = manager_factory(config, env=env).wait_ready()
     wait_for(ssh_pids.exists, timeout=10, message="git to reach the remote")
     started = time.monotonic()

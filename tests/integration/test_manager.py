@@ -20,6 +20,13 @@ for i in itertools.count():
     time.sleep(0.2)
 """
 
+IGNORES_SIGTERM = """
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("up", flush=True)
+time.sleep(60)
+"""
+
 
 def bot_entry(directory, **extra):
     return {"script": "main.py", "directory": str(directory), **extra}
@@ -143,11 +150,9 @@ def test_bot_without_flush_still_streams_because_pythonunbuffered_is_set(tmp_pat
 
 @pytest.mark.slow
 def test_shutdown_is_parallel_bounded_by_largest_stop_timeout(tmp_path, manager_factory):
-    stubborn = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-    stubborn += 'print("up", flush=True)\ntime.sleep(60)\n'
     bots = {}
     for i in range(4):
-        write_bot(tmp_path / f"s{i}", stubborn)
+        write_bot(tmp_path / f"s{i}", IGNORES_SIGTERM)
         bots[f"S{i}"] = bot_entry(tmp_path / f"s{i}", stop_timeout=2)
     config = write_config(tmp_path / "bot_config.yaml", bots)
     manager = manager_factory(config).wait_ready()
@@ -162,9 +167,7 @@ def test_shutdown_is_parallel_bounded_by_largest_stop_timeout(tmp_path, manager_
 
 
 def test_second_signal_kills_at_once(tmp_path, manager_factory):
-    stubborn = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-    stubborn += 'print("up", flush=True)\ntime.sleep(60)\n'
-    write_bot(tmp_path / "s", stubborn)
+    write_bot(tmp_path / "s", IGNORES_SIGTERM)
     config = write_config(
         tmp_path / "bot_config.yaml", {"S": bot_entry(tmp_path / "s", stop_timeout=30)}
     )
