@@ -36,6 +36,7 @@ __all__ = [
     "kill_orphan_group",
     "process_start_ticks",
     "should_restart",
+    "tagged_group_leaders",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -99,6 +100,10 @@ def describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
+def what_ended(exit_code: int | None) -> str:
+    return "could not start" if exit_code is None else describe_exit(exit_code)
+
+
 def process_start_ticks(pid: int) -> int | None:
     """The start time of *pid* in clock ticks since boot (/proc/PID/stat field 22).
 
@@ -122,7 +127,29 @@ def _group_alive(pgid: int, killpg: Callable[[int, int], None]) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # killpg(0) also finds zombies: members reparented to init stay zombies until init
+    # reaps them (a second or more on some systems), but they have exited.
+    return killpg is not os.killpg or _live_member(pgid)
+
+
+def _live_member(pgid: int) -> bool:
+    """Whether group *pgid* has a member that is not a zombie (True if /proc is missing)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                data = stat.read()
+        except OSError:
+            continue
+        fields = data[data.rindex(b")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
 
 
 def _signal_group(pgid: int, sig: int, killpg: Callable[[int, int], None]) -> bool:
@@ -135,12 +162,17 @@ def _signal_group(pgid: int, sig: int, killpg: Callable[[int, int], None]) -> bo
 
 
 async def terminate_group(
-    pgid: int, grace: float, killpg: Callable[[int, int], None] = os.killpg
+    pgid: int,
+    grace: float,
+    killpg: Callable[[int, int], None] = os.killpg,
+    on_kill: Callable[[], object] | None = None,
 ) -> bool:
     """SIGCONT + SIGTERM the process group, wait up to *grace* seconds, then SIGKILL it.
 
-    Returns True if SIGKILL was needed. Polls because the group's members are not our
-    children (only the leader was), so there is nothing to ``wait()`` on.
+    Returns True if SIGKILL was needed; *on_kill* is called just before it is sent (a
+    caller's own code after the await may never run: ``run_process`` cancels its
+    ``deliver_cancel`` as soon as the leader is reaped). Polls because the group's members
+    are not our children (only the leader was), so there is nothing to ``wait()`` on.
 
     **Cancellation:** cancelling leaves the group as it is at that moment.
     """
@@ -150,6 +182,8 @@ async def terminate_group(
     with trio.move_on_after(grace):
         await _wait_group_gone(pgid, killpg)
         return False
+    if on_kill is not None:
+        on_kill()
     _signal_group(pgid, signal.SIGKILL, killpg)
     with trio.move_on_after(1.0):
         await _wait_group_gone(pgid, killpg)
@@ -182,6 +216,35 @@ async def kill_orphan_group(pid: int, start_ticks: int | None, grace: float) -> 
     return True
 
 
+def tagged_group_leaders(tag: str) -> list[tuple[int, int | None, str]]:
+    """Processes whose environment holds *tag* (``NAME=value``) and lead their own group.
+
+    Returns ``(pid, start_ticks, bot_name)`` for each, ``bot_name`` from the
+    ``TRIO_ORCH_BOT`` variable. A manager tags its bots (``BotRunner.extra_env``), so this
+    finds the bots of a dead manager even when it died before recording their pids.
+    Processes of other users (unreadable environment) are never reported.
+    """
+    needle = tag.encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                variables = environ.read().split(b"\0")
+            if needle not in variables or os.getpgid(pid) != pid:
+                continue
+        except OSError:  # gone, or not ours
+            continue
+        name = next(
+            (v[len(b"TRIO_ORCH_BOT=") :] for v in variables if v.startswith(b"TRIO_ORCH_BOT=")),
+            b"?",
+        )
+        found.append((pid, process_start_ticks(pid), name.decode(errors="replace")))
+    return found
+
+
 @attrs.define(eq=False)
 class BotRunner:
     """Runs one bot. Create one per configured bot; it outlives individual processes.
@@ -193,6 +256,7 @@ class BotRunner:
         before_start: awaited before every start (the git update); must not raise.
         spawn: ``trio.run_process`` or a fake with the same signature, for tests.
         killpg: ``os.killpg`` or a fake, for tests.
+        extra_env: variables added to the bot's environment (the supervisor's tags).
     """
 
     bot: BotConfig
@@ -201,6 +265,7 @@ class BotRunner:
     before_start: Callable[[BotConfig], Awaitable[None]] | None = None
     spawn: Callable[..., Awaitable[Any]] = trio.run_process
     killpg: Callable[[int, int], None] = os.killpg
+    extra_env: tuple[tuple[str, str], ...] = ()
 
     state: BotState = BotState.STOPPED
     pid: int | None = None
@@ -267,13 +332,14 @@ class BotRunner:
                 await self._report(
                     BotState.FAILED,
                     exit_code=exit_code,
-                    message=f"gave up after {self._consecutive} consecutive restarts",
+                    message=f"{what_ended(exit_code)}; gave up after {self._consecutive}"
+                    " consecutive restarts",
                 )
                 return
             self._consecutive += 1
             self.restarts += 1
             delay = self.bot.restart_delay
-            what = "could not start" if exit_code is None else describe_exit(exit_code)
+            what = what_ended(exit_code)
             await self._report(
                 BotState.BACKOFF,
                 exit_code=exit_code,
@@ -334,7 +400,7 @@ class BotRunner:
         return process.returncode
 
     async def _run_process(self, *, task_status: trio.TaskStatus[trio.Process]) -> None:
-        env = {**os.environ, **dict(self.bot.env), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **dict(self.bot.env), **dict(self.extra_env), "PYTHONUNBUFFERED": "1"}
         with self._process_scope:
             await self.spawn(
                 self.bot.argv,
@@ -354,10 +420,13 @@ class BotRunner:
 
         SIGCONT first: a paused (SIGSTOPped) bot cannot act on SIGTERM.
         """
-        if await terminate_group(process.pid, self.bot.stop_timeout, self.killpg):
-            LOGGER.warning(
-                "%s did not exit %gs after SIGTERM; sent SIGKILL", self.name, self.bot.stop_timeout
-            )
+        warn = partial(
+            LOGGER.warning,
+            "%s did not exit %gs after SIGTERM; sent SIGKILL",
+            self.name,
+            self.bot.stop_timeout,
+        )
+        await terminate_group(process.pid, self.bot.stop_timeout, self.killpg, on_kill=warn)
 
     async def _pump_output(self, process: trio.Process, scope: trio.CancelScope) -> None:
         with scope:
@@ -388,7 +457,11 @@ class BotRunner:
         assert self._done is not None
         if not self._stop_requested:
             self._stop_requested = True
-            for scope in (self._update_scope, self._process_scope, self._backoff_scope):
+            # No pid yet: the process is being spawned. Cancelling run_process now would
+            # end it before task_status.started() (a RuntimeError out of nursery.start);
+            # _run_once cancels the scope itself as soon as the pid is known.
+            process_scope = self._process_scope if self.pid is not None else None
+            for scope in (self._update_scope, process_scope, self._backoff_scope):
                 if scope is not None:
                     scope.cancel()
             if self.pid is not None:

@@ -294,6 +294,8 @@ def _describe(exc: sqlite3.Error) -> str:
         return f"{text} (check the file's permissions)"
     if "unable to open" in text:
         return f"{text} (check that the directory exists and is writable)"
+    if "locked" in text or "busy" in text:
+        return f"{text} (another process holds a write lock on it; try again once it is done)"
     return text
 
 

@@ -43,6 +43,7 @@ from trio_orchestrator.runner import (
     describe_exit,
     kill_orphan_group,
     process_start_ticks,
+    tagged_group_leaders,
 )
 from trio_orchestrator.sink import ConsoleLogHandler, OutputSink
 from trio_orchestrator.state import BotRecord, OwnerLock, StateStore, Write, now_iso
@@ -59,6 +60,9 @@ LOGGER = logging.getLogger("trio_orchestrator")
 
 _UP_STATES = {state.value for state in BotState if state.is_up} | {BotState.BACKOFF.value}
 SHUTDOWN_ROUNDS = 3
+# Set in every bot's environment to the db's path: how the next manager of this db finds
+# bots whose pid a killed manager had not recorded yet.
+DB_TAG_VARIABLE = "TRIO_ORCH_DB"
 
 
 @attrs.frozen
@@ -203,6 +207,7 @@ class Supervisor:
                 before_start=self._update_before_start if bot.updates_enabled else None,
                 spawn=self.spawn,
                 killpg=self.killpg,
+                extra_env=(("TRIO_ORCH_BOT", name), (DB_TAG_VARIABLE, str(self.paths.db))),
             )
             self._locks[name] = trio.Lock()
 
@@ -263,10 +268,31 @@ class Supervisor:
                     record.pid,
                 )
 
+        async def end_untracked(pid: int, start_ticks: int | None, name: str) -> None:
+            bot = self.config.bots.get(name)
+            timeout = bot.stop_timeout if bot else self.config.settings.stop_timeout
+            if await kill_orphan_group(pid, start_ticks, timeout):
+                LOGGER.warning(
+                    "ended %s (pid %d), started by a manager that died before recording it",
+                    name,
+                    pid,
+                )
+
         orphans = [record for record in stored.values() if record.pid is not None]
+        # A manager killed between spawning a bot and committing its pid left a bot that
+        # no record names: find it by the tag in its environment.
+        tag = f"{DB_TAG_VARIABLE}={self.paths.db}"
+        recorded = {record.pid for record in orphans}
+        untracked = [
+            found
+            for found in await trio.to_thread.run_sync(tagged_group_leaders, tag)
+            if found[0] not in recorded
+        ]
         async with trio.open_nursery() as nursery:
             for record in orphans:
                 nursery.start_soon(end_orphan, record)
+            for found in untracked:
+                nursery.start_soon(end_untracked, *found)
         writes = []
         for name in self.config.bots:
             record = stored.get(name) or BotRecord(name=name)
@@ -608,12 +634,14 @@ def run_manager(config: Config, paths: Paths, color_mode: str) -> int:
                 LOGGER.warning("%s", warning)
             supervisor = Supervisor(config=config, paths=paths, store=store, sink=sink)
             try:
-                trio.run(supervisor.run)
+                # Until the signal task takes SIGINT over, a Ctrl-C raises
+                # KeyboardInterrupt; only at checkpoints, where trio can unwind cleanly
+                # (raised anywhere, it can leave a nursery waiting forever).
+                trio.run(supervisor.run, restrict_keyboard_interrupt_to_checkpoints=True)
             except BaseExceptionGroup as group:
                 _raise_user_error(group)
                 if group.split(KeyboardInterrupt)[1] is None:
-                    # Ctrl-C before the signal task took SIGINT over: trio raised it in
-                    # our code and the nurseries wrapped it. No bot was started yet.
+                    # The nurseries wrapped it; no bot was started yet.
                     raise KeyboardInterrupt from None
                 raise
             finally:
