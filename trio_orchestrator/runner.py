@@ -162,17 +162,12 @@ def _signal_group(pgid: int, sig: int, killpg: Callable[[int, int], None]) -> bo
 
 
 async def terminate_group(
-    pgid: int,
-    grace: float,
-    killpg: Callable[[int, int], None] = os.killpg,
-    on_kill: Callable[[], object] | None = None,
+    pgid: int, grace: float, killpg: Callable[[int, int], None] = os.killpg
 ) -> bool:
     """SIGCONT + SIGTERM the process group, wait up to *grace* seconds, then SIGKILL it.
 
-    Returns True if SIGKILL was needed; *on_kill* is called just before it is sent (a
-    caller's own code after the await may never run: ``run_process`` cancels its
-    ``deliver_cancel`` as soon as the leader is reaped). Polls because the group's members
-    are not our children (only the leader was), so there is nothing to ``wait()`` on.
+    Returns True if SIGKILL was needed. Polls because the group's members are not our
+    children (only the leader was), so there is nothing to ``wait()`` on.
 
     **Cancellation:** cancelling leaves the group as it is at that moment.
     """
@@ -182,8 +177,6 @@ async def terminate_group(
     with trio.move_on_after(grace):
         await _wait_group_gone(pgid, killpg)
         return False
-    if on_kill is not None:
-        on_kill()
     _signal_group(pgid, signal.SIGKILL, killpg)
     with trio.move_on_after(1.0):
         await _wait_group_gone(pgid, killpg)
@@ -418,15 +411,18 @@ class BotRunner:
     async def _deliver_cancel(self, process: trio.Process) -> None:
         """Stop = SIGCONT + SIGTERM to the group, ``stop_timeout``, SIGKILL to the group.
 
-        SIGCONT first: a paused (SIGSTOPped) bot cannot act on SIGTERM.
+        SIGCONT first: a paused (SIGSTOPped) bot cannot act on SIGTERM. No polling here:
+        ``run_process`` cancels this as soon as the bot is reaped, and members of the
+        group that outlive it are ended by ``_run_once``.
         """
-        warn = partial(
-            LOGGER.warning,
-            "%s did not exit %gs after SIGTERM; sent SIGKILL",
-            self.name,
-            self.bot.stop_timeout,
+        pgid = process.pid
+        _signal_group(pgid, signal.SIGCONT, self.killpg)
+        _signal_group(pgid, signal.SIGTERM, self.killpg)
+        await trio.sleep(self.bot.stop_timeout)
+        _signal_group(pgid, signal.SIGKILL, self.killpg)
+        LOGGER.warning(
+            "%s did not exit %gs after SIGTERM; sent SIGKILL", self.name, self.bot.stop_timeout
         )
-        await terminate_group(process.pid, self.bot.stop_timeout, self.killpg, on_kill=warn)
 
     async def _pump_output(self, process: trio.Process, scope: trio.CancelScope) -> None:
         with scope:
