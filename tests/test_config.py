@@ -106,3 +106,18 @@ def test_check_command_exit_codes_without_traceback(tmp_path):
     result = cli(tmp_path / "missing.yaml", "start_all")
     assert result.returncode == 2
     assert "file not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_check_warns_about_missing_directory_or_script(tmp_path):
+    (tmp_path / "present").mkdir()
+    config = write_config(
+        tmp_path / "bot_config.yaml",
+        {
+            "NoDir": {"script": "m.py", "directory": "absent"},
+            "NoScript": {"script": "m.py", "directory": "present"},
+        },
+    )
+    result = cli(config, "check")
+    assert result.returncode == 0
+    assert "'NoDir': no directory" in result.stderr
+    assert "'NoScript': no script" in result.stderr

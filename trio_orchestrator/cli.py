@@ -93,6 +93,18 @@ def cmd_start_all(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load_config(args)
+    # Not errors: a directory may appear before start_all (a deploy, a mount).
+    for bot in config.bots.values():
+        if not bot.directory.is_dir():
+            print(
+                f"trio-orch: warning: bot {bot.name!r}: no directory {bot.directory}",
+                file=sys.stderr,
+            )
+        elif not (bot.directory / bot.script).is_file():
+            print(
+                f"trio-orch: warning: bot {bot.name!r}: no script {bot.directory / bot.script}",
+                file=sys.stderr,
+            )
     print(f"{config.path}: OK, {len(config.bots)} bots: {', '.join(config.bots) or '(none)'}")
     return EXIT_OK
 
