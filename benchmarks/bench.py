@@ -61,7 +61,7 @@ class Params:
     restarts: int = 10
     cpu_window: float = 20.0
     big_cpu_window: float = 10.0
-    settle: float = 3.0  # pause between "all bots up" and RSS/CPU sampling
+    settle: float = 12.0  # "all bots up" to RSS/CPU sampling (trio's idle threads expire: 10 s)
     stop_timeout: float = 2.0  # S6b
     grace: float = 1.0  # S8: a grandchild alive this long after the stop survived it
 
@@ -75,7 +75,7 @@ QUICK = Params(
     crash_starts=10,
     crash_budget=3.0,
     crash_min_starts=2,
-    restarts=3,
+    restarts=2,
     cpu_window=0.5,
     settle=0.2,
     stop_timeout=1.0,
@@ -1025,6 +1025,8 @@ def table_rows(p: Params) -> list[Row]:
         Row("S7 restart NAME -> new pid up [ms]", "restart", "latency_ms"),
         Row("S7 via command file (trio) [ms]", "restart", "latency_ms", None,
             (("trio-orch", "trio-orch (cmd file)"),)),
+        Row("S7 via command file (trio), mean [ms]", "restart", "latency_mean_ms", None,
+            (("trio-orch", "trio-orch (cmd file)"),)),
         Row("S8 grandchild alive after bot stop", "grandchild", "alive_after_bot_stop", None),
         Row("S8 ... after manager stop", "grandchild", "alive_after_manager_stop", None),
         Row("S8 supervisord defaults: after bot stop", "grandchild", "alive_after_bot_stop", None,
@@ -1036,6 +1038,7 @@ def table_rows(p: Params) -> list[Row]:
             Row(f"S9 manager RSS, {p.big_fleet} bots [MiB]", "fleet_big", "rss_mib"),
             Row(f"S9 growth per bot {p.fleet}->{p.big_fleet} [KiB]", "fleet_big", "kib_per_bot"),
             Row(f"S9 idle CPU, {p.big_fleet} bots [% core]", "fleet_big", "cpu_pct"),
+            Row(f"S9 stop {p.big_fleet} bots [s]", "fleet_big", "stop_s"),
         ]
     return rows
 
@@ -1083,6 +1086,8 @@ def cell(results: dict, row: Row, column: str):
 
 
 def fmt(value: float) -> str:
+    if isinstance(value, int):
+        return f"{value:,}"
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     if abs(value) >= 10:
@@ -1116,8 +1121,8 @@ def render_table(results: dict, p: Params) -> tuple[str, list[dict]]:
         )  # fmt: skip
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                       enumerate(zip(r, widths, strict=True))) for r in table]  # fmt: skip
-    lines.insert(1, "-" * len(lines[0]))
+                       enumerate(zip(r, widths, strict=True))).rstrip() for r in table]  # fmt: skip
+    lines.insert(1, "-" * max(map(len, lines)))
     return "\n".join(lines), records
 
 
@@ -1175,6 +1180,10 @@ def trio_orch_problem() -> str | None:
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
     with contextlib.suppress(Exception):
+        git = ["git", "-C", str(HERE.parent), "describe", "--always", "--dirty"]
+        found["repo"] = subprocess.run(git, check=False, capture_output=True, text=True).stdout
+        found["repo"] = found["repo"].strip()
+    with contextlib.suppress(Exception):
         found["trio-orch"] = importlib.metadata.version("trio-orch")
     for exe in ("supervisord", "circusd", "honcho"):
         with contextlib.suppress(Exception):
@@ -1195,6 +1204,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", help="comma-separated scenario ids, e.g. S1,S7 (default all)")
     parser.add_argument("--systems", help="comma-separated system names (default all)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir for inspection")
+    parser.add_argument("--render", type=Path, help="only print the table of a results file")
     return parser.parse_args(argv)
 
 
@@ -1231,6 +1241,7 @@ def run_all(args: argparse.Namespace, p: Params, bench: Bench, report: dict) -> 
     skip = unavailable(args)
     results = report["results"]
     for scenario in selected(args, p):
+        print(f"== {scenario.ids}: {scenario.title}", flush=True)
         entries = results.setdefault(scenario.key, {})
         for cls in scenario.systems:
             entry = entries.setdefault(cls.name, {"runs": [], "errors": []})
@@ -1277,10 +1288,15 @@ def write_report(path: Path, report: dict, p: Params) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        report = json.loads(args.render.read_text())
+        print(render_table(report["results"], Params(**report["meta"]["params"]))[0])
+        return 0
     p = QUICK if args.quick else Params()
     if args.runs:
         p = Params(**{**asdict(p), "runs": args.runs})
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     base = Path(tempfile.mkdtemp(prefix=f"{TOKEN}-"))
     report = {
         "meta": {
