@@ -188,7 +188,7 @@ def real_runner(tmp_path, code, **bot_settings):
 async def lines_until(receive, text):
     seen = []
     async for batch in receive:
-        seen.extend(line.decode() for line in batch.lines)
+        seen.extend(batch.block.decode().split("\n"))
         if any(text in line for line in seen):
             return seen
     return seen

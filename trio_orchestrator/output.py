@@ -59,47 +59,56 @@ def should_color(mode: str, stream: IO[bytes] | IO[str], environ: Mapping[str, s
 
 
 class LineSplitter:
-    """Cuts a byte stream into lines of at most :data:`MAX_LINE_BYTES`.
+    """Cuts a byte stream into blocks of complete lines of at most :data:`MAX_LINE_BYTES`.
 
-    Memory is bounded: the unfinished tail is never longer than one maximal line, so a
-    bot writing 50 MB without a newline costs 64 KiB here, not 50 MB.
+    A block is the lines joined by ``\n``, without the last newline: the work per read is
+    a few C-level calls, whatever the number of lines in it. Memory is bounded: the
+    unfinished tail is shorter than one maximal line, so a bot writing 50 MB without a
+    newline costs 64 KiB here, not 50 MB.
     """
 
     def __init__(self, max_line: int = MAX_LINE_BYTES):
         self._max_line = max_line
         self._pending = b""
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Return the complete lines in ``pending + data`` (without their newlines)."""
-        lines = (self._pending + data).split(b"\n")
-        pending = lines.pop()
+    def feed(self, data: bytes) -> bytes | None:
+        """Return the complete lines in ``pending + data`` as a block, or None if none."""
         max_line = self._max_line
-        if any(len(line) > max_line for line in lines):
-            lines = [piece for line in lines for piece in self._cut(line)]
-        while len(pending) >= max_line:
-            lines.append(pending[:max_line])
-            pending = pending[max_line:]
-        self._pending = pending
-        return lines
+        if len(data) > max_line:  # larger than one read: take it a piece at a time
+            pieces = (self.feed(data[i : i + max_line]) for i in range(0, len(data), max_line))
+            blocks = [block for block in pieces if block is not None]
+            return b"\n".join(blocks) if blocks else None
+        last = data.rfind(b"\n")
+        if last < 0:
+            pending = self._pending + data
+            # Kept while it may still end exactly at max_line with the next newline.
+            if len(pending) <= max_line:
+                self._pending = pending
+                return None
+            self._pending = pending[max_line:]  # not longer than max_line: nor is data
+            return pending[:max_line]
+        first = data.find(b"\n")
+        # Only the first line can be too long: the others lie within data, which is not
+        # longer than a line may be.
+        head = self._pending + data[:first]
+        if len(head) > max_line:
+            head = b"\n".join(head[i : i + max_line] for i in range(0, len(head), max_line))
+        self._pending = data[last + 1 :]
+        return head + data[first:last]
 
-    def flush(self) -> list[bytes]:
+    def flush(self) -> bytes | None:
         """Return the unterminated last line, if any (call at end of stream)."""
         pending, self._pending = self._pending, b""
-        return [pending] if pending else []
-
-    def _cut(self, line: bytes) -> list[bytes]:
-        step = self._max_line
-        return [line[i : i + step] for i in range(0, len(line), step)] or [b""]
+        return pending or None
 
 
-def _clean(lines: list[bytes]) -> bytes:
-    """Join *lines* with newlines, replacing undecodable bytes with U+FFFD."""
-    body = b"\n".join(lines)
+def _clean(block: bytes) -> bytes:
+    """Replace undecodable bytes with U+FFFD (the common, valid case costs one check)."""
     try:
-        body.decode("utf-8")
+        block.decode("utf-8")
     except UnicodeDecodeError:
-        body = body.decode("utf-8", "replace").encode("utf-8")
-    return body
+        block = block.decode("utf-8", "replace").encode("utf-8")
+    return block
 
 
 class Printer:
@@ -126,10 +135,10 @@ class Printer:
             self._prefixes[name, color] = (console, plain)
             return console, plain
 
-    def format(self, name: str, color: str, lines: list[bytes]) -> tuple[bytes, bytes]:
-        """Return ``(console_bytes, log_bytes)`` for a batch of one bot's lines."""
+    def format(self, name: str, color: str, block: bytes) -> tuple[bytes, bytes]:
+        """Return ``(console_bytes, log_bytes)`` for a block of one bot's lines."""
         console_prefix, plain_prefix = self._prefix(name, color)
-        body = _clean(lines)
+        body = _clean(block)
         log = plain_prefix + body.replace(b"\n", b"\n" + plain_prefix) + b"\n"
         if console_prefix is plain_prefix:
             return log, log

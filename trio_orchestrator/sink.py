@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ConsoleLogHandler", "OutputSink"]
 
-CHANNEL_CAPACITY = 64
+# Batches of up to READ_SIZE bytes in flight between the pumps and this task: 4 MiB.
+CHANNEL_CAPACITY = 16
 # Batches taken from the channel before one trip to the log-writer thread.
 MAX_BATCHES_PER_WRITE = 256
 FINAL_FLUSH_SECONDS = 2.0
@@ -171,9 +172,9 @@ class OutputSink:
     async def _write(self, batches: list[OutputBatch]) -> None:
         logs = []
         for batch in batches:
-            console, log = self.printer.format(batch.name, batch.color, batch.lines)
+            console, log = self.printer.format(batch.name, batch.color, batch.block)
             target = self.stderr if batch.stream == "stderr" else self.stdout
-            await target.push_or_wait(console, len(batch.lines))
+            await target.push_or_wait(console, batch.line_count)
             logs.append((batch.name, log))
         await trio.to_thread.run_sync(self.log_files.write_batches, logs)
 
