@@ -388,12 +388,14 @@ class BotRunner:
             task_status.started(process.pid)
             if self._stop_requested:
                 self._process_scope.cancel()
-            pump_scope = trio.CancelScope()
-            nursery.start_soon(self._pump_output, process, pump_scope)
+            pump_scopes = (trio.CancelScope(), trio.CancelScope())
+            nursery.start_soon(self._pump, process.stdout, "stdout", pump_scopes[0])
+            nursery.start_soon(self._pump, process.stderr, "stderr", pump_scopes[1])
             await process.wait()
             # Leftovers of the bot's group (grandchildren) go with it, whatever ended it.
             await terminate_group(process.pid, self.bot.stop_timeout, self.killpg)
-            pump_scope.deadline = trio.current_time() + PUMP_GRACE_SECONDS
+            for scope in pump_scopes:
+                scope.deadline = trio.current_time() + PUMP_GRACE_SECONDS
         self._process_scope = None
         self.pid = None
         if trio.current_time() - started >= self.bot.healthy_uptime:
@@ -433,23 +435,21 @@ class BotRunner:
             "%s did not exit %gs after SIGTERM; sent SIGKILL", self.name, self.bot.stop_timeout
         )
 
-    async def _pump_output(self, process: trio.Process, scope: trio.CancelScope) -> None:
-        with scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._pump, process.stdout, "stdout")
-                nursery.start_soon(self._pump, process.stderr, "stderr")
-
-    async def _pump(self, stream: trio.abc.ReceiveStream, stream_name: str) -> None:
+    async def _pump(
+        self, stream: trio.abc.ReceiveStream, stream_name: str, scope: trio.CancelScope
+    ) -> None:
+        """Send the stream's lines to the output channel until EOF or *scope* ends."""
         with contextlib.suppress(OSError, AttributeError):  # a fake stream, or a capped size
             fcntl.fcntl(stream.fileno(), F_SETPIPE_SZ, READ_SIZE)
         splitter = LineSplitter()
         send = partial(OutputBatch, self.name, self.bot.color, stream_name)
-        async with stream:
-            while data := await stream.receive_some(READ_SIZE):
-                if (block := splitter.feed(data)) is not None:
+        with scope:
+            async with stream:
+                while data := await stream.receive_some(READ_SIZE):
+                    if (block := splitter.feed(data)) is not None:
+                        await self.output.send(send(block))
+                if (block := splitter.flush()) is not None:
                     await self.output.send(send(block))
-            if (block := splitter.flush()) is not None:
-                await self.output.send(send(block))
 
     async def stop(self) -> None:
         """Stop the bot and wait until its process group is gone.
