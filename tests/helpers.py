@@ -46,14 +46,36 @@ def cli(config: Path, *args: str, timeout: float = 60, env: dict | None = None):
     )
 
 
-def pid_alive(pid: int) -> bool:
-    """True if *pid* exists and is not a zombie."""
+def _stat_fields(pid) -> list[bytes] | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             data = stat.read()
     except OSError:
-        return False
-    return data[data.rindex(b")") + 2 :][:1] != b"Z"
+        return None
+    return data[data.rindex(b")") + 2 :].split()
+
+
+def pid_alive(pid: int) -> bool:
+    """True if *pid* exists and is not a zombie."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != b"Z"
+
+
+def processes_with(marker: str) -> list[int]:
+    """Live (non-zombie) processes, other than this one, with *marker* in their command line."""
+    needle = marker.encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read()
+        except OSError:
+            continue
+        if needle in cmdline and pid_alive(int(entry)):
+            found.append(int(entry))
+    return found
 
 
 def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05, message: str = ""):
@@ -72,14 +94,7 @@ def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes whose process group is *pgid*."""
     members = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                data = stat.read()
-        except OSError:
-            continue
-        fields = data[data.rindex(b")") + 2 :].split()
-        if fields[0] != b"Z" and int(fields[2]) == pgid:
+        fields = _stat_fields(entry) if entry.isdigit() else None
+        if fields is not None and fields[0] != b"Z" and int(fields[2]) == pgid:
             members.append(int(entry))
     return members

@@ -28,7 +28,16 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from helpers import CLI, cli, group_members, pid_alive, wait_for, write_bot, write_config
+from helpers import (
+    CLI,
+    cli,
+    group_members,
+    pid_alive,
+    processes_with,
+    wait_for,
+    write_bot,
+    write_config,
+)
 
 from trio_orchestrator.client import request, socket_address
 from trio_orchestrator.errors import OrchestratorError
@@ -43,23 +52,6 @@ RSS_LIMIT_MIB = 80
 
 
 # ----- /proc helpers -----
-
-
-def marked(marker: str) -> list[int]:
-    """Live (non-zombie) processes with *marker* in their command line."""
-    needle = marker.encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                cmdline = handle.read()
-        except OSError:
-            continue
-        if needle in cmdline and pid_alive(int(entry)):
-            found.append(int(entry))
-    return found
 
 
 def status_kib(pid: int, field: str) -> int | None:
@@ -145,7 +137,7 @@ def marker():
     value = f"fault-{uuid.uuid4().hex}"
     yield value
     for _ in range(50):
-        pids = marked(value)
+        pids = processes_with(value)
         if not pids:
             break
         for pid in pids:
@@ -390,7 +382,7 @@ def test_crash_loop_of_20_bots(tmp_path, marker, manager_factory):
         for name in names:
             reply = ask(config, {"command": "stop", "name": name})
             assert reply["ok"], reply
-        assert not marked(marker)
+        assert not processes_with(marker)
         # Idle afterwards: no busy loop left behind.
         cpu_before, idle_started = cpu_seconds(pid), time.monotonic()
         time.sleep(2)
@@ -459,7 +451,7 @@ def test_misbehaving_bots(tmp_path, marker, manager_factory):
         )
         flood_seconds = time.monotonic() - started
         wait_for(lambda: b"still here" in bot_log(config, "NoStdout"), message="NoStdout")
-        wait_for(lambda: len(marked(marker)) >= 6 + 6, message="all bots and grandchildren")
+        wait_for(lambda: len(processes_with(marker)) >= 6 + 6, message="all bots and grandchildren")
         live, answer = timed(bots_of, config)
         assert live["Early"]["state"] == "exited" and live["Early"]["last_exit_code"] == 3
         for name in ("Stubborn", "Forker", "NoStdout", "Garbled", "Flood", "LongLine"):
@@ -469,8 +461,8 @@ def test_misbehaving_bots(tmp_path, marker, manager_factory):
         for name in ("Stubborn", "Forker", "NoStdout", "Garbled", "Flood", "LongLine"):
             reply = ask(config, {"command": "stop", "name": name})
             assert reply["ok"], reply
-            assert not [p for p in marked(f"{marker}\0{name}") if p], name
-        assert not marked(marker)
+            assert not [p for p in processes_with(f"{marker}\0{name}") if p], name
+        assert not processes_with(marker)
         assert not group_members(live["Forker"]["pid"])
         after_stop = bots_of(config)
     assert manager.stop() == 0
@@ -582,7 +574,7 @@ def test_stalled_manager_stdout(tmp_path, marker, spawned):
     stderr_text = stderr_path.read_text(errors="replace")
     assert code == 0, stderr_text
     assert_no_traceback(stderr_text)
-    assert not marked(marker)
+    assert not processes_with(marker)
 
     text = output.decode("utf-8", "replace")
     notices = [line for line in text.splitlines() if "console too slow" in line]
@@ -684,7 +676,7 @@ def test_unusable_db_at_start(tmp_path, marker, fault, immutable):
     assert str(db) in line
     expected = {"read-only": "readonly", "locked": "locked", "corrupt": "not a database"}[fault]
     assert expected in line
-    assert not marked(marker)
+    assert not processes_with(marker)
 
 
 @pytest.mark.slow
@@ -755,7 +747,7 @@ def test_transient_db_lock_while_running(tmp_path, marker, manager_factory):
         commands_done_after_release_s=round(waited, 2),
     )
     assert max(list_times) < 1.0
-    assert not marked(marker)
+    assert not processes_with(marker)
 
 
 @pytest.mark.slow
@@ -884,7 +876,7 @@ def test_command_file_without_read_permission(tmp_path, marker, spawned):
     process.send_signal(signal.SIGTERM)
     assert process.wait(20) == 0
     assert_no_traceback((tmp_path / "manager.out").read_text())
-    assert not marked(marker)
+    assert not processes_with(marker)
 
 
 # ----- control socket -----
@@ -1045,7 +1037,7 @@ def test_signal_during_startup(tmp_path, marker, signum, spawned):
         "trio starting": partial(_after_log, tmp_path, 0.03),
         "supervisor starting": partial(_after_log, tmp_path, 0.08),
         "socket bound": lambda process: (tmp_path / ".trio-orch.sock").exists(),
-        "first bot spawned": lambda process: marked(marker),
+        "first bot spawned": lambda process: processes_with(marker),
     }
     for moment, ready in moments.items():
         stderr_path = tmp_path / f"manager-{moment}.err"
@@ -1064,7 +1056,7 @@ def test_signal_during_startup(tmp_path, marker, signum, spawned):
         # signal's default action before Python or trio installed a handler (then no
         # bot has been spawned yet).
         assert codes[moment] in (0, 130, -signum), (moment, codes[moment])
-        assert not marked(marker), moment
+        assert not processes_with(marker), moment
         if moment in ("socket bound", "first bot spawned"):
             assert codes[moment] == 0, moment
         if (tmp_path / "bot_states.db").exists():
@@ -1081,7 +1073,7 @@ def test_second_sigint_kills_at_once(tmp_path, marker, manager_factory):
     bots["Forker"] = bot(tmp_path / "forker", marker)
     config = write_config(tmp_path / "bot_config.yaml", bots, stop_timeout=60)
     manager = manager_factory(config).wait_ready()
-    wait_for(lambda: len(marked(marker)) == 3 + 7, message="bots and grandchildren")
+    wait_for(lambda: len(processes_with(marker)) == 3 + 7, message="bots and grandchildren")
     manager.process.send_signal(signal.SIGINT)
     time.sleep(0.5)
     assert manager.process.poll() is None  # graceful: waiting for the stubborn bots
@@ -1091,7 +1083,7 @@ def test_second_sigint_kills_at_once(tmp_path, marker, manager_factory):
     elapsed = time.monotonic() - started
     assert code == 0
     assert_no_traceback(manager.stderr_path.read_text())
-    assert not marked(marker)
+    assert not processes_with(marker)
     rows = db_rows(config)
     assert all(row["pid"] is None and row["preserved_state"] for row in rows.values()), rows
     assert "second signal: killing all bots now" in manager_log(config)
@@ -1114,7 +1106,7 @@ def test_sighup_is_logged_and_ignored(tmp_path, marker, manager_factory):
     assert after["pid"] == before["pid"] and after["start_count"] == before["start_count"]
     assert bot_log(config, "T").count(b"tick") > ticks  # the bot goes on
     assert manager.stop() == 0
-    assert not marked(marker)
+    assert not processes_with(marker)
     report("SIGHUP", manager_alive=True, bot_pid_unchanged=after["pid"] == before["pid"])
 
 
@@ -1161,7 +1153,7 @@ def _settled(config: Path) -> dict[str, dict]:
 def _one_instance_each(config: Path, marker: str, live: dict[str, dict]) -> None:
     db_matches_reality(config, live)
     for name, info in live.items():
-        processes = marked(f"{marker}\0{name}\0")
+        processes = processes_with(f"{marker}\0{name}\0")
         if info["state"] in ("running", "paused"):
             assert processes == [info["pid"]], (name, info, processes)
         else:
@@ -1223,7 +1215,7 @@ def test_sigkill_during_command_burst(tmp_path, marker, manager_factory):
             deadline = time.monotonic() + rng.uniform(0.3, 2.0)
             while time.monotonic() < deadline:
                 for name in names:
-                    assert len(marked(f"{marker}\0{name}\0")) <= 1, name
+                    assert len(processes_with(f"{marker}\0{name}\0")) <= 1, name
                 checks += 1
             manager.process.kill()
             manager.process.wait()
@@ -1236,7 +1228,7 @@ def test_sigkill_during_command_burst(tmp_path, marker, manager_factory):
     live = _settled(config)
     _one_instance_each(config, marker, live)
     assert manager.stop() == 0
-    assert not marked(marker)
+    assert not processes_with(marker)
     report("SIGKILL x5 during bursts", seed=seed, commands_issued=len(issued), proc_scans=checks)
 
 
@@ -1251,11 +1243,11 @@ def test_sigkill_while_bots_spawn(tmp_path, marker, spawned):
     )
     argv = [*CLI, "--config", str(config), "start_all"]
     for _ in range(6):
-        before = set(marked(marker))
+        before = set(processes_with(marker))
         process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         spawned.append(process)
         wait_for(
-            lambda: set(marked(marker)) - before or process.poll() is not None,  # noqa: B023
+            lambda: set(processes_with(marker)) - before or process.poll() is not None,  # noqa: B023
             interval=0.001,
         )
         process.kill()
@@ -1267,6 +1259,6 @@ def test_sigkill_while_bots_spawn(tmp_path, marker, spawned):
     _one_instance_each(config, marker, live)
     process.send_signal(signal.SIGTERM)
     assert process.wait(20) == 0
-    assert not marked(marker)
+    assert not processes_with(marker)
     unrecorded = manager_log(config).count("died before recording it")
     report("SIGKILL while bots spawn", kills=6, unrecorded_bots_ended=unrecorded)

@@ -113,20 +113,25 @@ def what_ended(exit_code: int | None) -> str:
     return "could not start" if exit_code is None else describe_exit(exit_code)
 
 
-def process_start_ticks(pid: int) -> int | None:
-    """The start time of *pid* in clock ticks since boot (/proc/PID/stat field 22).
-
-    Together with the pid it identifies a process: a pid reused by another process has a
-    different start time. None if there is no such process.
-    """
+def _stat_fields(pid: int | str) -> list[bytes] | None:
+    """Fields 3 and on of /proc/PID/stat (state, ppid, pgrp, ...), or None if no process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             data = stat.read()
     except OSError:
         return None
     # The command name (field 2) is in parentheses and may contain spaces or ")".
-    fields = data[data.rindex(b")") + 2 :].split()
-    return int(fields[19])
+    return data[data.rindex(b")") + 2 :].split()
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The start time of *pid* in clock ticks since boot (/proc/PID/stat field 22).
+
+    Together with the pid it identifies a process: a pid reused by another process has a
+    different start time. None if there is no such process.
+    """
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[19])
 
 
 def _group_alive(pgid: int, killpg: Callable[[int, int], None]) -> bool:
@@ -148,15 +153,8 @@ def _live_member(pgid: int) -> bool:
     except OSError:
         return True
     for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                data = stat.read()
-        except OSError:
-            continue
-        fields = data[data.rindex(b")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] != b"Z":
+        fields = _stat_fields(entry) if entry.isdigit() else None
+        if fields is not None and int(fields[2]) == pgid and fields[0] != b"Z":
             return True
     return False
 

@@ -17,7 +17,7 @@ import time
 import uuid
 
 import pytest
-from helpers import CLI, cli, pid_alive, wait_for, write_bot, write_config
+from helpers import CLI, cli, pid_alive, processes_with, wait_for, write_bot, write_config
 
 from trio_orchestrator.client import request, socket_address
 from trio_orchestrator.errors import ManagerNotRunning
@@ -90,22 +90,6 @@ def wait_state(socket_path, name: str, state: str, timeout: float = 15.0) -> dic
         timeout,
         message=f"{name} {state}",
     )
-
-
-def processes_with(marker: str) -> list[int]:
-    """Live processes whose command line contains *marker*."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                cmdline = handle.read()
-        except OSError:
-            continue
-        if marker.encode() in cmdline and pid_alive(int(entry)):
-            found.append(int(entry))
-    return found
 
 
 def no_traceback(result) -> None:
