@@ -490,3 +490,20 @@ async def test_poll_cancelled_mid_command_resumes_there(command_file, recorder):
     assert recorder.commands == ["start A"]
     await command_file.poll()
     assert recorder.commands == ["start A", "start B", "start C"]
+
+
+def test_header_never_overwrites_a_line_appended_while_the_file_is_created(tmp_path, monkeypatch):
+    """A writer may append between our create and our header write (found in CI: a lost
+    line). The header must land after the line, not on top of it."""
+    path = tmp_path / "bot_commands.txt"
+    real_write = os.write
+
+    def write_after_a_writer(fd, data):
+        with open(path, "a") as writer:  # echo "start A" >> bot_commands.txt
+            writer.write("start A\n")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(commandfile.os, "write", write_after_a_writer)
+    commandfile._ensure_file(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == b"start A\n" + commandfile.HEADER

@@ -89,11 +89,15 @@ def _remove(path: Path) -> None:
 def _ensure_file(path: Path) -> None:
     """Create the command file with its header unless something is already there."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        # O_APPEND: a writer may append its line between our create and our write; the
+        # header then goes after it instead of overwriting it.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
     except FileExistsError:
         return
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(HEADER)
+    try:
+        os.write(fd, HEADER)
+    finally:
+        os.close(fd)
 
 
 def _open_regular(path: Path) -> int:
