@@ -377,11 +377,15 @@ class System:
     def command(self) -> list[str]:
         raise NotImplementedError
 
-    def restart(self, name: str) -> None:
+    def control(self, action: str, name: str) -> None:
+        """Ask the running manager to *action* ("restart", "stop") one bot."""
         raise NotApplicable(f"{self.name} has no control channel")
 
+    def restart(self, name: str) -> None:
+        self.control("restart", name)
+
     def stop_bot(self, name: str) -> None:
-        raise NotApplicable(f"{self.name} cannot stop a single bot")
+        self.control("stop", name)
 
     # -- common behaviour
     def launch(self) -> None:
@@ -471,11 +475,8 @@ class TrioOrch(System):
     def command(self) -> list[str]:
         return self.cli("--color", "never", "start_all")
 
-    def restart(self, name: str) -> None:
-        self.ctl(*self.cli("restart", name))
-
-    def stop_bot(self, name: str) -> None:
-        self.ctl(*self.cli("stop", name))
+    def control(self, action: str, name: str) -> None:
+        self.ctl(*self.cli(action, name))
 
 
 class TrioOrchFile(TrioOrch):
@@ -534,15 +535,9 @@ class Supervisord(System):
     def command(self) -> list[str]:
         return [str(VENV_BIN / "supervisord"), "-c", str(self.conf_path())]
 
-    def supervisorctl(self, action: str, name: str) -> None:
+    def control(self, action: str, name: str) -> None:
         conf = str(self.conf_path())
         self.ctl(str(VENV_BIN / "supervisorctl"), "-c", conf, action, f"bots:{name}")
-
-    def restart(self, name: str) -> None:
-        self.supervisorctl("restart", name)
-
-    def stop_bot(self, name: str) -> None:
-        self.supervisorctl("stop", name)
 
 
 class SupervisordDefaults(Supervisord):
@@ -588,15 +583,9 @@ class Circus(System):
     def command(self) -> list[str]:
         return [str(VENV_BIN / "circusd"), str(self.run.dir / "circus.ini")]
 
-    def circusctl(self, action: str, name: str) -> None:
+    def control(self, action: str, name: str) -> None:
         circusctl = str(VENV_BIN / "circusctl")
         self.ctl(circusctl, "--endpoint", self.endpoint(), "--timeout", "30", action, name)
-
-    def restart(self, name: str) -> None:
-        self.circusctl("restart", name)
-
-    def stop_bot(self, name: str) -> None:
-        self.circusctl("stop", name)
 
 
 class Honcho(System):

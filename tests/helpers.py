@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from trio_orchestrator.config import Config
+from trio_orchestrator.runner import proc_stat_fields
 
 CLI = [sys.executable, "-m", "trio_orchestrator"]
 
@@ -46,18 +47,9 @@ def cli(config: Path, *args: str, timeout: float = 60, env: dict | None = None):
     )
 
 
-def _stat_fields(pid) -> list[bytes] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            data = stat.read()
-    except OSError:
-        return None
-    return data[data.rindex(b")") + 2 :].split()
-
-
 def pid_alive(pid: int) -> bool:
     """True if *pid* exists and is not a zombie."""
-    fields = _stat_fields(pid)
+    fields = proc_stat_fields(pid)
     return fields is not None and fields[0] != b"Z"
 
 
@@ -94,7 +86,7 @@ def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes whose process group is *pgid*."""
     members = []
     for entry in os.listdir("/proc"):
-        fields = _stat_fields(entry) if entry.isdigit() else None
+        fields = proc_stat_fields(entry) if entry.isdigit() else None
         if fields is not None and fields[0] != b"Z" and int(fields[2]) == pgid:
             members.append(int(entry))
     return members

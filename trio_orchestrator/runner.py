@@ -36,6 +36,7 @@ __all__ = [
     "OutputBatch",
     "Transition",
     "kill_orphan_group",
+    "proc_stat_fields",
     "process_start_ticks",
     "should_restart",
     "tagged_group_leaders",
@@ -113,7 +114,7 @@ def what_ended(exit_code: int | None) -> str:
     return "could not start" if exit_code is None else describe_exit(exit_code)
 
 
-def _stat_fields(pid: int | str) -> list[bytes] | None:
+def proc_stat_fields(pid: int | str) -> list[bytes] | None:
     """Fields 3 and on of /proc/PID/stat (state, ppid, pgrp, ...), or None if no process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
@@ -130,7 +131,7 @@ def process_start_ticks(pid: int) -> int | None:
     Together with the pid it identifies a process: a pid reused by another process has a
     different start time. None if there is no such process.
     """
-    fields = _stat_fields(pid)
+    fields = proc_stat_fields(pid)
     return None if fields is None else int(fields[19])
 
 
@@ -153,7 +154,7 @@ def _live_member(pgid: int) -> bool:
     except OSError:
         return True
     for entry in entries:
-        fields = _stat_fields(entry) if entry.isdigit() else None
+        fields = proc_stat_fields(entry) if entry.isdigit() else None
         if fields is not None and int(fields[2]) == pgid and fields[0] != b"Z":
             return True
     return False
