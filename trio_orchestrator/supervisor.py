@@ -258,25 +258,11 @@ class Supervisor:
     async def _recover_orphans(self, stored: dict[str, BotRecord]) -> None:
         """End bots that a killed manager left running, then clear their stale pids."""
 
-        async def end_orphan(record: BotRecord) -> None:
-            bot = self.config.bots.get(record.name)
-            timeout = bot.stop_timeout if bot else self.config.settings.stop_timeout
-            if await kill_orphan_group(record.pid, record.pid_start_ticks, timeout):
-                LOGGER.warning(
-                    "ended %s (pid %d), left running by a manager that did not shut down",
-                    record.name,
-                    record.pid,
-                )
-
-        async def end_untracked(pid: int, start_ticks: int | None, name: str) -> None:
+        async def end(name: str, pid: int, start_ticks: int | None, why: str) -> None:
             bot = self.config.bots.get(name)
-            timeout = bot.stop_timeout if bot else self.config.settings.stop_timeout
-            if await kill_orphan_group(pid, start_ticks, timeout):
-                LOGGER.warning(
-                    "ended %s (pid %d), started by a manager that died before recording it",
-                    name,
-                    pid,
-                )
+            grace = bot.stop_timeout if bot else self.config.settings.stop_timeout
+            if await kill_orphan_group(pid, start_ticks, grace):
+                LOGGER.warning("ended %s (pid %d), %s", name, pid, why)
 
         orphans = [record for record in stored.values() if record.pid is not None]
         # A manager killed between spawning a bot and committing its pid left a bot that
@@ -284,15 +270,17 @@ class Supervisor:
         tag = f"{DB_TAG_VARIABLE}={self.paths.db}"
         recorded = {record.pid for record in orphans}
         untracked = [
-            found
-            for found in await trio.to_thread.run_sync(tagged_group_leaders, tag)
-            if found[0] not in recorded
+            (pid, start_ticks, name)
+            for pid, start_ticks, name in await trio.to_thread.run_sync(tagged_group_leaders, tag)
+            if pid not in recorded
         ]
         async with trio.open_nursery() as nursery:
             for record in orphans:
-                nursery.start_soon(end_orphan, record)
-            for found in untracked:
-                nursery.start_soon(end_untracked, *found)
+                why = "left running by a manager that did not shut down"
+                nursery.start_soon(end, record.name, record.pid, record.pid_start_ticks, why)
+            for pid, start_ticks, name in untracked:
+                why = "started by a manager that died before recording it"
+                nursery.start_soon(end, name, pid, start_ticks, why)
         writes = []
         for name in self.config.bots:
             record = stored.get(name) or BotRecord(name=name)
@@ -307,12 +295,7 @@ class Supervisor:
 
     async def _restore(self, stored: dict[str, BotRecord]) -> None:
         """SPEC 5: start bots running or preserved at the last shutdown, and new autostarts."""
-        names = [
-            name
-            for name, bot in self.config.bots.items()
-            if ((record := stored.get(name)) is None and bot.autostart)
-            or (record is not None and (record.is_running or record.preserved_state))
-        ]
+        names = [name for name, bot in self.config.bots.items() if _should_restore(bot, stored)]
         if names:
             LOGGER.info("starting %d bots: %s", len(names), ", ".join(names))
         async with trio.open_nursery() as nursery:
