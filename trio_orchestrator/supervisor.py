@@ -356,6 +356,7 @@ class Supervisor:
         elif state is BotState.RUNNING and previous_state != BotState.PAUSED.value:
             changes.update(
                 pid=transition.pid,
+                # A procfs read: answered from kernel memory, never blocks.
                 pid_start_ticks=process_start_ticks(transition.pid),
                 start_count=record.start_count + 1,
                 last_start_time=stamp,
