@@ -122,7 +122,7 @@ def cmd_action(args: argparse.Namespace) -> int:
 
 def _offline_bots(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every configured bot as the db last recorded it (the manager is not running)."""
-    from trio_orchestrator.state import BotRecord, StateStore
+    from trio_orchestrator.state import BotRecord, StateStore, records_for
     from trio_orchestrator.supervisor import bot_info
 
     config = _load_config(args)
@@ -134,9 +134,8 @@ def _offline_bots(args: argparse.Namespace) -> list[dict[str, Any]]:
             stored = store.load_all()
         finally:
             store.close()
-    return [
-        bot_info(bot, stored.get(name) or BotRecord(name=name)) for name, bot in config.bots.items()
-    ]
+    records = records_for(config.bots, stored)
+    return [bot_info(bot, records[name]) for name, bot in config.bots.items()]
 
 
 def cmd_query(args: argparse.Namespace) -> int:

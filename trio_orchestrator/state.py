@@ -226,14 +226,6 @@ class StateStore:
             raise StateError(f"state database {self.path}: {_describe(exc)}") from None
         return {row["bot_name"]: BotRecord.from_row(row) for row in rows}
 
-    def history(self, name: str, limit: int = 20) -> list[tuple[str, str, str | None]]:
-        rows = self._db.execute(
-            "SELECT time, event, detail FROM bot_history WHERE bot_name = ? "
-            "ORDER BY id DESC LIMIT ?",
-            (name, limit),
-        ).fetchall()
-        return [(row["time"], row["event"], row["detail"]) for row in reversed(rows)]
-
     def commit(self, writes: Iterable[Write]) -> None:
         """Write all *writes* in one transaction, retrying while another process locks it.
 
@@ -334,22 +326,6 @@ class OwnerLock:
                 os.ftruncate(self._fd, 0)
             os.close(self._fd)
             self._fd = None
-
-    def owner_pid(self) -> int | None:
-        """The pid of the live owner, or None when no manager holds the lock."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                owner = os.read(fd, 32).decode(errors="replace").strip()
-                return int(owner) if owner.isdigit() else 0
-            return None
-        finally:
-            os.close(fd)
 
 
 def records_for(names: Iterable[str], stored: Mapping[str, BotRecord]) -> dict[str, BotRecord]:

@@ -46,7 +46,14 @@ from trio_orchestrator.runner import (
     tagged_group_leaders,
 )
 from trio_orchestrator.sink import ConsoleLogHandler, OutputSink
-from trio_orchestrator.state import BotRecord, OwnerLock, StateStore, Write, now_iso
+from trio_orchestrator.state import (
+    BotRecord,
+    OwnerLock,
+    StateStore,
+    Write,
+    now_iso,
+    records_for,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -282,14 +289,14 @@ class Supervisor:
                 why = "started by a manager that died before recording it"
                 nursery.start_soon(end, name, pid, start_ticks, why)
         writes = []
-        for name in self.config.bots:
-            record = stored.get(name) or BotRecord(name=name)
-            if record.pid is not None or record.state in _UP_STATES:
-                record = attrs.evolve(record, pid=None, pid_start_ticks=None, state="stopped")
+        self.records = records_for(self.config.bots, stored)
+        for name, stale in self.records.items():
+            if stale.pid is not None or stale.state in _UP_STATES:
+                record = attrs.evolve(stale, pid=None, pid_start_ticks=None, state="stopped")
                 writes.append(Write(record, "recovered", "manager had died"))
-            self.records[name] = record
+                self.records[name] = record
             with contextlib.suppress(ValueError):  # an unknown word in the db: keep "stopped"
-                self.runners[name].state = BotState(record.state)
+                self.runners[name].state = BotState(self.records[name].state)
         if writes:
             await self._db(self.store.commit, writes)
 
@@ -344,7 +351,7 @@ class Supervisor:
 
     async def _on_transition(self, runner: BotRunner, transition: Transition) -> None:
         name = runner.name
-        record = self.records.get(name) or BotRecord(name=name)
+        record = self.records[name]  # every configured bot has one since recovery
         previous_state = record.state
         state = transition.state
         stamp = now_iso()
@@ -416,7 +423,7 @@ class Supervisor:
         log = LOGGER.warning if result.outcome in ("failed", "skipped") else LOGGER.info
         log("%s git update: %s", bot.name, result.message)
         record = attrs.evolve(
-            self.records.get(bot.name) or BotRecord(name=bot.name),
+            self.records[bot.name],
             update_outcome=result.message,
             update_commit=result.new_commit or result.old_commit,
             update_time=now_iso(),
