@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from trio_orchestrator.config import Config
-from trio_orchestrator.runner import proc_stat_fields
+from trio_orchestrator.procfs import proc_stat_fields
 
 CLI = [sys.executable, "-m", "trio_orchestrator"]
 

@@ -88,6 +88,12 @@ def make_runner(tmp_path, fake, **bot_settings):
     return runner, transitions
 
 
+async def started_pid(nursery, runner):
+    run = await nursery.start(runner.run)
+    await run.first_start.wait()
+    return run.pid
+
+
 def states(transitions):
     return [state for _, state, _ in transitions]
 
@@ -98,7 +104,9 @@ async def test_crash_restarts_after_delay_then_fails(tmp_path, autojump_clock):
         tmp_path, fake, restart_delay=5, max_restart_attempts=3, restart="on-failure"
     )
     async with trio.open_nursery() as nursery:
-        assert await nursery.start(runner.run) == 10_000
+        run = await nursery.start(runner.run)
+        await run.first_start.wait()
+        assert run.pid == 10_000
     assert runner.state is BotState.FAILED
     assert runner.restarts == 3
     assert len(fake.starts) == 4  # the user start plus three automatic restarts
@@ -205,7 +213,7 @@ async def test_real_bot_runs_in_its_own_session_and_stops(tmp_path):
     )
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            pid = await nursery.start(runner.run)
+            pid = await started_pid(nursery, runner)
             seen = await lines_until(receive, "ready")
             assert seen[0] == f"ready {pid} {pid} {pid}"  # pid == pgid == sid: no wrapper
             await runner.stop()
@@ -231,7 +239,7 @@ async def test_bot_ignoring_sigterm_is_killed_after_stop_timeout(tmp_path):
     )
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            pid = await nursery.start(runner.run)
+            pid = await started_pid(nursery, runner)
             await lines_until(receive, "ignoring")
             started = trio.current_time()
             await runner.stop()
@@ -255,7 +263,7 @@ async def test_grandchildren_are_stopped_with_the_bot(tmp_path):
     )
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            pid = await nursery.start(runner.run)
+            pid = await started_pid(nursery, runner)
             seen = await lines_until(receive, "child")
             grandchild = int(seen[-1].split()[1])
             assert pid_alive(grandchild)
@@ -283,7 +291,7 @@ async def test_pause_stops_the_group_and_stop_still_works(tmp_path):
 
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            pid = await nursery.start(runner.run)
+            pid = await started_pid(nursery, runner)
             await lines_until(receive, "up")
             await runner.pause()
             assert runner.state is BotState.PAUSED
@@ -327,5 +335,7 @@ async def test_missing_directory_fails_without_retry(tmp_path):
 
     runner = BotRunner(bot=config.bots["Bot"], on_transition=on_transition, output=send)
     async with trio.open_nursery() as nursery:
-        assert await nursery.start(runner.run) is None
+        run = await nursery.start(runner.run)
+        await run.first_start.wait()
+        assert run.pid is None
     assert runner.state is BotState.FAILED

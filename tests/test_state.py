@@ -4,11 +4,10 @@ import os
 import sqlite3
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 
+from trio_orchestrator import state
 from trio_orchestrator.errors import ManagerRunning, StateError
 from trio_orchestrator.state import SCHEMA_VERSION, BotRecord, OwnerLock, StateStore, Write
 
@@ -100,21 +99,30 @@ def test_read_only_database_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_transient_lock_is_retried_not_lost(tmp_path):
+def test_a_locked_write_fails_as_transient_and_a_corrupt_one_for_good(tmp_path):
     path = tmp_path / "s.db"
     store = StateStore(path)
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")  # another process holds a write transaction
-
-    def release_later():
-        time.sleep(6)  # longer than sqlite's own busy timeout (5 s)
-        other.execute("COMMIT")
-
-    thread = threading.Thread(target=release_later)
-    thread.start()
+    with pytest.raises(StateError) as locked:
+        store.commit([Write(BotRecord(name="a", start_count=3), "start")])
+    assert locked.value.transient and "locked" in str(locked.value)
+    other.execute("COMMIT")
     store.commit([Write(BotRecord(name="a", start_count=3), "start")])
-    thread.join()
     assert store.load_all()["a"].start_count == 3
+
+
+def test_history_is_pruned_per_bot(tmp_path):
+    store = StateStore(tmp_path / "s.db")
+    for start in range(state.HISTORY_PER_BOT + 50):
+        store.commit([Write(BotRecord(name="a", start_count=start), "running")])
+    store.commit([Write(BotRecord(name="b"), "running")])
+    counts = dict(
+        sqlite3.connect(tmp_path / "s.db").execute(
+            "SELECT bot_name, count(*) FROM bot_history GROUP BY bot_name"
+        )
+    )
+    assert counts == {"a": state.HISTORY_PER_BOT, "b": 1}
 
 
 def test_owner_lock_refuses_second_owner_and_names_pid(tmp_path):

@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _paths(args: argparse.Namespace):
-    from trio_orchestrator.supervisor import Paths
+    from trio_orchestrator.views import Paths
 
     return Paths.resolve(args.config, args.db, args.commands, args.socket)
 
@@ -123,7 +123,7 @@ def cmd_action(args: argparse.Namespace) -> int:
 def _offline_bots(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every configured bot as the db last recorded it (the manager is not running)."""
     from trio_orchestrator.state import BotRecord, StateStore, records_for
-    from trio_orchestrator.supervisor import bot_info
+    from trio_orchestrator.views import bot_info
 
     config = _load_config(args)
     db_path = _paths(args).db

@@ -83,6 +83,14 @@ class ManagerNotRunning(OrchestratorError):
 
 
 class StateError(OrchestratorError):
-    """The state database cannot be opened, read or written."""
+    """The state database cannot be opened, read or written.
+
+    ``transient`` is True for failures worth retrying later (a lock held by another
+    process, a full disk, an I/O error), False for a corrupt or unusable database.
+    """
 
     exit_code = EXIT_ACTION_FAILED
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient

@@ -2,8 +2,13 @@
 
 A :class:`BotRunner` knows nothing of SQLite, git or other bots. It reports every
 transition through the ``on_transition`` callback and waits for it, so the supervisor can
-commit the transition before anything else happens. The lifecycle task :meth:`BotRunner.run`
-lives from a user start until the bot is stopped, exits for good, or fails.
+commit the transition before anything else happens.
+
+A user start begins a :class:`Run`: the lifecycle task :meth:`BotRunner.run` hands it out
+through ``task_status.started()`` and keeps the bot up under its restart policy until the
+bot exits for good, fails, or the run is stopped. Stopping is cancelling the run's one
+cancel scope with a reason (:meth:`Run.stop`); ``trio.run_process`` then delivers the stop
+to the process group, shielded, and the runner reports ``stopped`` with that reason.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import trio
 
 from trio_orchestrator.errors import ActionFailed
 from trio_orchestrator.output import LineSplitter
+from trio_orchestrator.procfs import group_has_live_member
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -34,12 +40,12 @@ __all__ = [
     "BotRunner",
     "BotState",
     "OutputBatch",
+    "Run",
+    "StopReason",
     "Transition",
-    "kill_orphan_group",
-    "proc_stat_fields",
-    "process_start_ticks",
+    "describe_exit",
     "should_restart",
-    "tagged_group_leaders",
+    "terminate_group",
 ]
 
 LOGGER = logging.getLogger(__name__)
@@ -52,6 +58,8 @@ F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, which Python names only from 3.10 on 
 # a grandchild that left the process group) before we stop reading them.
 PUMP_GRACE_SECONDS = 2.0
 GROUP_POLL_SECONDS = 0.05
+# After SIGKILL, how long we wait for the group to disappear before giving up on it.
+SIGKILL_WAIT_SECONDS = 1.0
 
 
 class BotState(enum.StrEnum):
@@ -70,12 +78,41 @@ class BotState(enum.StrEnum):
         return self in (BotState.STARTING, BotState.RUNNING, BotState.PAUSED, BotState.STOPPING)
 
 
+class StopReason(enum.StrEnum):
+    """Why a run or a process was ended by the manager rather than by itself."""
+
+    USER = "user"
+    SHUTDOWN = "shutdown"
+    RELOAD = "reload"
+    UPDATE = "update"
+    HUNG = "hung"
+    MEMORY = "memory"
+
+    @property
+    def words(self) -> str:
+        return _STOP_WORDS[self]
+
+
+_STOP_WORDS = {
+    StopReason.USER: "stopped by user",
+    StopReason.SHUTDOWN: "stopped by the manager's shutdown",
+    StopReason.RELOAD: "stopped by a config reload",
+    StopReason.UPDATE: "stopped for a git update",
+    StopReason.HUNG: "hung",
+    StopReason.MEMORY: "over its memory limit",
+}
+
+
 @attrs.frozen
 class Transition:
+    """A state change, with the exit that caused it and a reason in words."""
+
     state: BotState
     pid: int | None = None
     exit_code: int | None = None
-    message: str = ""
+    reason: str = ""  # why the process ended, e.g. "exited with code 3", "stopped by user"
+    message: str = ""  # the whole log line after the bot's name
+    stop_reason: StopReason | None = None  # set when the manager ended the run
 
 
 @attrs.frozen
@@ -101,7 +138,10 @@ def should_restart(policy: str, exit_code: int) -> bool:
     return False
 
 
-def describe_exit(code: int) -> str:
+def describe_exit(code: int | None) -> str:
+    """A process's end in words: "exited with code 3", "killed by SIGKILL"."""
+    if code is None:
+        return "could not start"
     if code < 0:
         try:
             return f"killed by {signal.Signals(-code).name}"
@@ -110,54 +150,31 @@ def describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
-def what_ended(exit_code: int | None) -> str:
-    return "could not start" if exit_code is None else describe_exit(exit_code)
+@attrs.define(eq=False)
+class Run:
+    """One user start of a bot, until it is stopped, exits for good, or fails.
 
-
-def proc_stat_fields(pid: int | str) -> list[bytes] | None:
-    """Fields 3 and on of /proc/PID/stat (state, ppid, pgrp, ...), or None if no process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            data = stat.read()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may contain spaces or ")".
-    return data[data.rindex(b")") + 2 :].split()
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """The start time of *pid* in clock ticks since boot (/proc/PID/stat field 22).
-
-    Together with the pid it identifies a process: a pid reused by another process has a
-    different start time. None if there is no such process.
+    Handed out by :meth:`BotRunner.run` through ``task_status.started()``. Its one cancel
+    scope covers the git update, the process and the restart delays: :meth:`stop` cancels
+    it, and ``trio.run_process`` delivers the stop to the process (shielded) before the
+    runner reports ``stopped``.
     """
-    fields = proc_stat_fields(pid)
-    return None if fields is None else int(fields[19])
 
+    scope: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
+    done: trio.Event = attrs.field(init=False, factory=trio.Event)
+    # Set once the first process is running (``pid`` set) or could not be started.
+    first_start: trio.Event = attrs.field(init=False, factory=trio.Event)
+    pid: int | None = attrs.field(init=False, default=None)
+    reason: StopReason | None = attrs.field(init=False, default=None)
 
-def _group_alive(pgid: int, killpg: Callable[[int, int], None]) -> bool:
-    try:
-        killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # killpg(0) also finds zombies: members reparented to init stay zombies until init
-    # reaps them (a second or more on some systems), but they have exited.
-    return killpg is not os.killpg or _live_member(pgid)
+    def stop(self, reason: StopReason) -> None:
+        """Cancel the run; the first reason given is the one recorded."""
+        if self.reason is None:
+            self.reason = reason
+        self.scope.cancel()
 
-
-def _live_member(pgid: int) -> bool:
-    """Whether group *pgid* has a member that is not a zombie (True if /proc is missing)."""
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return True
-    for entry in entries:
-        fields = proc_stat_fields(entry) if entry.isdigit() else None
-        if fields is not None and int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
+    async def wait(self) -> None:
+        await self.done.wait()
 
 
 def _signal_group(pgid: int, sig: int, killpg: Callable[[int, int], None]) -> bool:
@@ -169,86 +186,52 @@ def _signal_group(pgid: int, sig: int, killpg: Callable[[int, int], None]) -> bo
     return True
 
 
-async def terminate_group(
-    pgid: int, grace: float, killpg: Callable[[int, int], None] = os.killpg
-) -> bool:
-    """SIGCONT + SIGTERM the process group, wait up to *grace* seconds, then SIGKILL it.
-
-    Returns True if SIGKILL was needed. Polls because the group's members are not our
-    children (only the leader was), so there is nothing to ``wait()`` on.
-
-    **Cancellation:** cancelling leaves the group as it is at that moment.
-    """
-    if not _signal_group(pgid, signal.SIGCONT, killpg):
+async def _group_alive(pgid: int, killpg: Callable[[int, int], None]) -> bool:
+    try:
+        killpg(pgid, 0)
+    except ProcessLookupError:
         return False
-    _signal_group(pgid, signal.SIGTERM, killpg)
-    with trio.move_on_after(grace):
-        await _wait_group_gone(pgid, killpg)
-        return False
-    _signal_group(pgid, signal.SIGKILL, killpg)
-    with trio.move_on_after(1.0):
-        await _wait_group_gone(pgid, killpg)
-    return True
+    except PermissionError:
+        return True
+    if killpg is not os.killpg:  # a fake group in tests
+        return True
+    return await trio.to_thread.run_sync(group_has_live_member, pgid)
 
 
 async def _wait_group_gone(pgid: int, killpg: Callable[[int, int], None]) -> None:
     # Polling: the group's members other than the leader are not our children, so
     # there is no exit event to wait for.
-    while _group_alive(pgid, killpg):  # noqa: ASYNC110
+    while await _group_alive(pgid, killpg):  # noqa: ASYNC110
         await trio.sleep(GROUP_POLL_SECONDS)
 
 
-async def kill_orphan_group(pid: int, start_ticks: int | None, grace: float) -> bool:
-    """End a bot left running by a dead manager, if *pid* is still that bot.
+async def terminate_group(
+    pgid: int,
+    grace: float,
+    killpg: Callable[[int, int], None] = os.killpg,
+    stop_signal: int = signal.SIGTERM,
+) -> bool:
+    """SIGCONT + *stop_signal* to the process group, wait up to *grace* s, then SIGKILL.
 
-    The identity check (same start time, and still leading its own process group) comes
-    before any signal, so a pid reused by an unrelated process is never touched.
+    Returns True if SIGKILL was needed.
 
-    **Cancellation:** as :func:`terminate_group`.
+    **Cancellation:** cancelling leaves the group as it is at that moment.
     """
-    if start_ticks is None or process_start_ticks(pid) != start_ticks:
+    if not _signal_group(pgid, signal.SIGCONT, killpg):
         return False
-    try:
-        if os.getpgid(pid) != pid:
-            return False
-    except ProcessLookupError:
+    _signal_group(pgid, stop_signal, killpg)
+    with trio.move_on_after(grace):
+        await _wait_group_gone(pgid, killpg)
         return False
-    await terminate_group(pid, grace)
+    _signal_group(pgid, signal.SIGKILL, killpg)
+    with trio.move_on_after(SIGKILL_WAIT_SECONDS):
+        await _wait_group_gone(pgid, killpg)
     return True
-
-
-def tagged_group_leaders(tag: str) -> list[tuple[int, int | None, str]]:
-    """Processes whose environment holds *tag* (``NAME=value``) and lead their own group.
-
-    Returns ``(pid, start_ticks, bot_name)`` for each, ``bot_name`` from the
-    ``TRIO_ORCH_BOT`` variable. A manager tags its bots (``BotRunner.extra_env``), so this
-    finds the bots of a dead manager even when it died before recording their pids.
-    Processes of other users (unreadable environment) are never reported.
-    """
-    needle = tag.encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as environ:
-                variables = environ.read().split(b"\0")
-            if needle not in variables or os.getpgid(pid) != pid:
-                continue
-        except OSError:  # gone, or not ours
-            continue
-        name = next(
-            (v[len(b"TRIO_ORCH_BOT=") :] for v in variables if v.startswith(b"TRIO_ORCH_BOT=")),
-            b"?",
-        )
-        found.append((pid, process_start_ticks(pid), name.decode(errors="replace")))
-    return found
 
 
 @attrs.define(eq=False)
 class BotRunner:
-    """Runs one bot. Create one per configured bot; it outlives individual processes.
+    """Runs one bot. Create one per configured bot; it outlives individual runs.
 
     Args:
         bot: the bot's configuration.
@@ -268,17 +251,18 @@ class BotRunner:
     killpg: Callable[[int, int], None] = os.killpg
     extra_env: tuple[tuple[str, str], ...] = ()
 
-    state: BotState = BotState.STOPPED
-    pid: int | None = None
-    restarts: int = 0
-    last_exit_code: int | None = None
-    started_at: float | None = None  # wall clock, for uptime
-    _consecutive: int = 0
-    _stop_requested: bool = False
-    _done: trio.Event | None = None
-    _update_scope: trio.CancelScope | None = None
-    _process_scope: trio.CancelScope | None = None
-    _backoff_scope: trio.CancelScope | None = None
+    state: BotState = attrs.field(init=False, default=BotState.STOPPED)
+    pid: int | None = attrs.field(init=False, default=None)
+    restarts: int = attrs.field(init=False, default=0)
+    last_exit_code: int | None = attrs.field(init=False, default=None)
+    started_at: float | None = attrs.field(init=False, default=None)  # wall clock, for uptime
+    run_handle: Run | None = attrs.field(init=False, default=None)
+    _consecutive: int = attrs.field(init=False, default=0)
+    _started_clock: float = attrs.field(init=False, default=0.0)  # trio clock, for health
+    _spawn_error: str = attrs.field(init=False, default="")
+    # The current process's own scope: cancelled to restart it as a failure (hung, memory).
+    _process_scope: trio.CancelScope | None = attrs.field(init=False, default=None)
+    _process_reason: StopReason | None = attrs.field(init=False, default=None)
 
     @property
     def name(self) -> str:
@@ -286,125 +270,157 @@ class BotRunner:
 
     @property
     def active(self) -> bool:
-        """A lifecycle task is running (the bot is up, starting, stopping or in backoff)."""
-        return self._done is not None and not self._done.is_set()
+        """A run is in progress (the bot is up, starting, stopping or in backoff)."""
+        return self.run_handle is not None and not self.run_handle.done.is_set()
 
-    async def _report(self, state: BotState, **details: Any) -> None:
-        self.state = state
-        await self.on_transition(self, Transition(state, **details))
+    async def _report(self, transition: Transition) -> None:
+        """Record the transition and wait for the supervisor to commit it.
 
-    async def run(self, *, task_status: trio.TaskStatus[int | None] = trio.TASK_STATUS_IGNORED):
+        Shielded: a transition that happened is reported even while the run is being
+        cancelled, so the db never misses a state the bot went through.
+        """
+        self.state = transition.state
+        with trio.CancelScope(shield=True):
+            await self.on_transition(self, transition)
+
+    async def run(self, *, task_status: trio.TaskStatus[Run] = trio.TASK_STATUS_IGNORED):
         """Start the bot and keep it up under its restart policy (a user start).
 
-        ``task_status.started(pid)`` is called once the first process runs, or with
-        ``None`` if it could not be spawned (the bot is then ``failed``).
+        ``task_status.started(run)`` hands out the :class:`Run` at once; its
+        ``first_start`` event is set when the first process runs (``run.pid``) or could
+        not be spawned (``run.pid`` is None and the bot is ``failed``).
 
-        **Cancellation:** cancelling this task abandons the bot's process without
-        stopping it; use :meth:`stop` to stop it.
+        **Cancellation:** stop the bot with ``run.stop(reason)``, which ends the process
+        group and reports ``stopped``. Cancelling this task from outside does the same
+        (``trio.run_process`` delivers the stop, shielded) but records no reason.
         """
-        self._done = trio.Event()
-        self._stop_requested = False
+        run = self.run_handle = Run()
         self.restarts = 0
         self._consecutive = 0
+        task_status.started(run)
+        final = None
         try:
-            await self._supervise(task_status)
+            with run.scope:
+                final = await self._supervise(run)
         finally:
-            self._done.set()
+            if final is None:  # stopped: by run.stop(), or by the manager's root scope
+                reason = run.reason or StopReason.SHUTDOWN
+                final = Transition(
+                    BotState.STOPPED,
+                    exit_code=self.last_exit_code,
+                    reason=reason.words,
+                    message=reason.words,
+                    stop_reason=reason,
+                )
+            await self._report(final)
+            run.first_start.set()
+            run.done.set()
 
-    async def _supervise(self, task_status: trio.TaskStatus[int | None]) -> None:
-        policy = self.bot.restart
+    async def _supervise(self, run: Run) -> Transition:
+        """Run processes until the policy says stop; return the final transition."""
+        bot = self.bot
         while True:
-            exit_code = await self._run_once(task_status)
-            task_status = trio.TASK_STATUS_IGNORED
-            if self._stop_requested:
-                await self._report(BotState.STOPPED, exit_code=exit_code, message="stopped")
-                return
-            if exit_code is None:  # could not spawn
-                if self.restarts == 0 and self._consecutive == 0:
-                    return
-            elif not should_restart(policy, exit_code):
-                await self._report(
-                    BotState.EXITED,
-                    exit_code=exit_code,
-                    message=f"{describe_exit(exit_code)}; policy {policy!r}: not restarting",
-                )
-                return
-            if self._consecutive >= self.bot.max_restart_attempts:
-                await self._report(
-                    BotState.FAILED,
-                    exit_code=exit_code,
-                    message=f"{what_ended(exit_code)}; gave up after {self._consecutive}"
-                    " consecutive restarts",
-                )
-                return
+            exit_code = await self._run_once(run)
+            reason = self._end_reason(exit_code)
+            if exit_code is None and self.restarts == 0 and self._consecutive == 0:
+                return Transition(BotState.FAILED, reason=reason, message=reason)
+            # A process we ended (hung, over memory) failed, whatever its exit code says.
+            ended_by_us = self._process_reason is not None
+            if (
+                exit_code is not None
+                and not ended_by_us
+                and not should_restart(bot.restart, exit_code)
+            ):
+                message = f"{reason}; policy {str(bot.restart)!r}: not restarting"
+                return Transition(BotState.EXITED, None, exit_code, reason, message)
+            if self._consecutive >= bot.max_restart_attempts:
+                message = f"{reason}; gave up after {self._consecutive} consecutive restarts"
+                return Transition(BotState.FAILED, None, exit_code, reason, message)
             self._consecutive += 1
             self.restarts += 1
-            delay = self.bot.restart_delay
-            what = what_ended(exit_code)
-            await self._report(
-                BotState.BACKOFF,
-                exit_code=exit_code,
-                message=f"{what}; restart {self._consecutive}/{self.bot.max_restart_attempts}"
-                f" in {delay:g}s",
+            delay = bot.restart_delay
+            message = (
+                f"{reason}; restart {self._consecutive}/{bot.max_restart_attempts} in {delay:g}s"
             )
-            with trio.CancelScope() as self._backoff_scope:
-                if self._stop_requested:
-                    self._backoff_scope.cancel()
-                await trio.sleep(delay)
-            self._backoff_scope = None
-            if self._stop_requested:
-                await self._report(BotState.STOPPED, message="stopped during restart delay")
-                return
+            await self._report(Transition(BotState.BACKOFF, None, exit_code, reason, message))
+            await trio.sleep(delay)
 
-    async def _run_once(self, task_status: trio.TaskStatus[int | None]) -> int | None:
-        """Run the bot's process once; return its exit code, None if it did not start."""
-        await self._report(BotState.STARTING)
+    def _end_reason(self, exit_code: int | None) -> str:
+        if exit_code is None:
+            return self._spawn_error
+        if self._process_reason is not None:
+            return f"{self._process_reason.words} ({describe_exit(exit_code)})"
+        return describe_exit(exit_code)
+
+    async def _run_once(self, run: Run) -> int | None:
+        """Run the bot's process once; return its exit code, None if it did not start.
+
+        **Cancellation:** a stop of the run ends the process through ``deliver_cancel``
+        and raises ``Cancelled`` once it is reaped and its output read.
+        """
+        self._process_reason = None
+        await self._report(Transition(BotState.STARTING))
         if self.before_start is not None:
-            with trio.CancelScope() as self._update_scope:
-                if self._stop_requested:
-                    self._update_scope.cancel()
-                await self.before_start(self.bot)
-            self._update_scope = None
-            if self._stop_requested:
-                task_status.started(None)
-                return None
-        self._process_scope = trio.CancelScope()
+            await self.before_start(self.bot)
         async with trio.open_nursery() as nursery:
             try:
-                process = await nursery.start(self._run_process)
+                # Shielded: a stop that arrives during the spawn waits for the pid, then
+                # ends the process; cancelling the spawn itself could leave it unkillable.
+                with trio.CancelScope(shield=True):
+                    process = await nursery.start(self._run_process)
             except OSError as exc:
-                message = f"cannot start: {exc.strerror or exc}"
-                if self.restarts == 0 and self._consecutive == 0:
-                    await self._report(BotState.FAILED, message=message)
-                else:
-                    LOGGER.warning("%s: %s", self.name, message)
-                task_status.started(None)
+                self._spawn_error = f"cannot start: {exc.strerror or exc}"
+                if self.restarts or self._consecutive:
+                    LOGGER.warning("%s: %s", self.name, self._spawn_error)
+                run.first_start.set()
                 return None
-            self.pid = process.pid
-            self.started_at = time.time()
-            started = trio.current_time()
-            await self._report(BotState.RUNNING, pid=process.pid)
-            task_status.started(process.pid)
-            if self._stop_requested:
-                self._process_scope.cancel()
-            pump_scopes = (trio.CancelScope(), trio.CancelScope())
-            nursery.start_soon(self._pump, process.stdout, "stdout", pump_scopes[0])
-            nursery.start_soon(self._pump, process.stderr, "stderr", pump_scopes[1])
+            pumps = (trio.CancelScope(shield=True), trio.CancelScope(shield=True))
+            nursery.start_soon(self._pump, process.stdout, "stdout", pumps[0])
+            nursery.start_soon(self._pump, process.stderr, "stderr", pumps[1])
+            try:
+                await self._running(run, process)
+                await process.wait()
+            finally:
+                await self._after_exit(run, process, pumps)
+        return process.returncode
+
+    async def _running(self, run: Run, process: trio.Process) -> None:
+        self.pid = process.pid
+        self.started_at = time.time()
+        self._started_clock = trio.current_time()
+        await self._report(Transition(BotState.RUNNING, pid=process.pid))
+        if run.pid is None:
+            run.pid = process.pid
+        run.first_start.set()
+
+    async def _after_exit(
+        self, run: Run, process: trio.Process, pumps: tuple[trio.CancelScope, ...]
+    ) -> None:
+        """Wait for the process (being stopped, if the run was cancelled), end what is
+        left of its group, and give the pumps a grace period to drain the pipes."""
+        with trio.CancelScope(shield=True):
+            if process.returncode is None and run.scope.cancel_called:
+                await self._report(Transition(BotState.STOPPING, pid=process.pid))
             await process.wait()
             # Leftovers of the bot's group (grandchildren) go with it, whatever ended it.
-            await terminate_group(process.pid, self.bot.stop_timeout, self.killpg)
-            for scope in pump_scopes:
+            await terminate_group(
+                process.pid, self.bot.stop_timeout, self.killpg, self._stop_signal
+            )
+            for scope in pumps:
                 scope.deadline = trio.current_time() + PUMP_GRACE_SECONDS
-        self._process_scope = None
         self.pid = None
-        if trio.current_time() - started >= self.bot.healthy_uptime:
-            self._consecutive = 0
+        self._process_scope = None
         self.last_exit_code = process.returncode
-        return process.returncode
+        if trio.current_time() - self._started_clock >= self.bot.healthy_uptime:
+            self._consecutive = 0
+
+    @property
+    def _stop_signal(self) -> int:
+        return getattr(self.bot, "stop_signal", signal.SIGTERM)
 
     async def _run_process(self, *, task_status: trio.TaskStatus[trio.Process]) -> None:
         env = {**os.environ, **dict(self.bot.env), **dict(self.extra_env), "PYTHONUNBUFFERED": "1"}
-        with self._process_scope:
+        with trio.CancelScope() as self._process_scope:
             await self.spawn(
                 self.bot.argv,
                 cwd=self.bot.directory,
@@ -419,19 +435,22 @@ class BotRunner:
             )
 
     async def _deliver_cancel(self, process: trio.Process) -> None:
-        """Stop = SIGCONT + SIGTERM to the group, ``stop_timeout``, SIGKILL to the group.
+        """Stop = SIGCONT + stop signal to the group, ``stop_timeout``, SIGKILL to the group.
 
-        SIGCONT first: a paused (SIGSTOPped) bot cannot act on SIGTERM. No polling here:
-        ``run_process`` cancels this as soon as the bot is reaped, and members of the
-        group that outlive it are ended by ``_run_once``.
+        SIGCONT first: a paused (SIGSTOPped) bot cannot act on SIGTERM. ``run_process``
+        runs this shielded and cancels it as soon as the bot is reaped; members of the
+        group that outlive the bot are ended by :meth:`_after_exit`.
         """
         pgid = process.pid
         _signal_group(pgid, signal.SIGCONT, self.killpg)
-        _signal_group(pgid, signal.SIGTERM, self.killpg)
+        _signal_group(pgid, self._stop_signal, self.killpg)
         await trio.sleep(self.bot.stop_timeout)
         _signal_group(pgid, signal.SIGKILL, self.killpg)
         LOGGER.warning(
-            "%s did not exit %gs after SIGTERM; sent SIGKILL", self.name, self.bot.stop_timeout
+            "%s did not exit %gs after %s; sent SIGKILL",
+            self.name,
+            self.bot.stop_timeout,
+            signal.Signals(self._stop_signal).name,
         )
 
     async def _pump(
@@ -450,7 +469,7 @@ class BotRunner:
                 if (block := splitter.flush()) is not None:
                     await self.output.send(send(block))
 
-    async def stop(self) -> None:
+    async def stop(self, reason: StopReason = StopReason.USER) -> None:
         """Stop the bot and wait until its process group is gone.
 
         Raises:
@@ -458,21 +477,20 @@ class BotRunner:
 
         **Cancellation:** the stop goes on in the lifecycle task; only the wait is cancelled.
         """
-        if not self.active:
+        run = self.run_handle
+        if run is None or run.done.is_set():
             raise ActionFailed(f"{self.name} is not running (state {self.state})")
-        assert self._done is not None
-        if not self._stop_requested:
-            self._stop_requested = True
-            # No pid yet: the process is being spawned. Cancelling run_process now would
-            # end it before task_status.started() (a RuntimeError out of nursery.start);
-            # _run_once cancels the scope itself as soon as the pid is known.
-            process_scope = self._process_scope if self.pid is not None else None
-            for scope in (self._update_scope, process_scope, self._backoff_scope):
-                if scope is not None:
-                    scope.cancel()
-            if self.pid is not None:
-                await self._report(BotState.STOPPING, pid=self.pid)
-        await self._done.wait()
+        run.stop(reason)
+        await run.wait()
+
+    def end_process(self, reason: StopReason) -> bool:
+        """End the current process as a failure (hung, over memory); the policy decides
+        whether it comes back. Returns False if no process is running."""
+        if self._process_scope is None or self.pid is None:
+            return False
+        self._process_reason = reason
+        self._process_scope.cancel()
+        return True
 
     async def pause(self) -> None:
         """SIGSTOP the bot's process group. Raises: ActionFailed if it is not running."""
@@ -480,20 +498,18 @@ class BotRunner:
             raise ActionFailed(f"{self.name} is not running (state {self.state})")
         if not _signal_group(self.pid, signal.SIGSTOP, self.killpg):
             raise ActionFailed(f"{self.name} exited before it could be paused")
-        await self._report(BotState.PAUSED, pid=self.pid)
+        await self._report(Transition(BotState.PAUSED, pid=self.pid))
 
     async def resume(self) -> None:
         """SIGCONT the bot's process group. Raises: ActionFailed if it is not paused."""
         if self.state is not BotState.PAUSED or self.pid is None:
             raise ActionFailed(f"{self.name} is not paused (state {self.state})")
         _signal_group(self.pid, signal.SIGCONT, self.killpg)
-        await self._report(BotState.RUNNING, pid=self.pid)
+        await self._report(Transition(BotState.RUNNING, pid=self.pid))
 
     def kill_now(self) -> None:
-        """SIGKILL the bot's group at once (second Ctrl-C); the lifecycle task then ends."""
-        self._stop_requested = True
+        """SIGKILL the bot's group at once (second Ctrl-C) and end its run."""
         if self.pid is not None:
             _signal_group(self.pid, signal.SIGKILL, self.killpg)
-        for scope in (self._update_scope, self._backoff_scope):
-            if scope is not None:
-                scope.cancel()
+        if self.run_handle is not None:
+            self.run_handle.stop(StopReason.SHUTDOWN)

@@ -15,7 +15,6 @@ import fcntl
 import logging
 import os
 import sqlite3
-import time
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -41,9 +40,8 @@ LOGGER = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
-# How long a write keeps retrying a locked database before it gives up and raises.
-# Long on purpose: losing a transition is worse than a late one.
-LOCKED_RETRY_SECONDS = 600.0
+# History events kept per bot; older ones are pruned as new ones are written.
+HISTORY_PER_BOT = 1000
 
 # Columns added to the original table, with their SQL types.
 _ADDED_COLUMNS = {
@@ -53,6 +51,7 @@ _ADDED_COLUMNS = {
     "restarts": "INTEGER NOT NULL DEFAULT 0",
     "last_exit_code": "INTEGER",
     "last_exit_time": "TEXT",
+    "last_exit_reason": "TEXT",
     "state_since": "TEXT",
     "update_outcome": "TEXT",
     "update_commit": "TEXT",
@@ -91,6 +90,7 @@ class BotRecord:
     restarts: int = 0
     last_exit_code: int | None = None
     last_exit_time: str | None = None
+    last_exit_reason: str | None = None
     state_since: str | None = None
     update_outcome: str | None = None
     update_commit: str | None = None
@@ -123,6 +123,7 @@ class BotRecord:
             restarts=as_int("restarts") or 0,
             last_exit_code=as_int("last_exit_code"),
             last_exit_time=get("last_exit_time"),
+            last_exit_reason=get("last_exit_reason"),
             state_since=get("state_since"),
             update_outcome=get("update_outcome"),
             update_commit=get("update_commit"),
@@ -227,27 +228,21 @@ class StateStore:
         return {row["bot_name"]: BotRecord.from_row(row) for row in rows}
 
     def commit(self, writes: Iterable[Write]) -> None:
-        """Write all *writes* in one transaction, retrying while another process locks it.
+        """Write all *writes* in one transaction (one attempt; SQLite waits up to
+        BUSY_TIMEOUT_MS for another process's lock).
 
         Raises:
-            StateError: the database stayed locked for LOCKED_RETRY_SECONDS, or failed.
+            StateError: the write failed; ``transient`` tells a locked database, a full
+                disk or an I/O error (worth retrying later) from a corrupt one.
         """
-        writes = list(writes)
-        deadline = time.monotonic() + LOCKED_RETRY_SECONDS
-        delay = 0.05
-        while True:
-            try:
-                with self._transaction():
-                    self._apply(writes)
-                return
-            except sqlite3.OperationalError as exc:
-                if not _is_locked(exc) or time.monotonic() > deadline:
-                    raise StateError(f"state database {self.path}: {_describe(exc)}") from None
-                LOGGER.warning("state database is locked by another process; retrying")
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            except sqlite3.Error as exc:
-                raise StateError(f"state database {self.path}: {_describe(exc)}") from None
+        try:
+            with self._transaction():
+                self._apply(list(writes))
+        except sqlite3.Error as exc:
+            transient = getattr(exc, "sqlite_errorname", "").startswith(_TRANSIENT_ERRORS)
+            raise StateError(
+                f"state database {self.path}: {_describe(exc)}", transient=transient
+            ) from None
 
     def _apply(self, writes: list[Write]) -> None:
         columns = ("bot_name", *COLUMNS)
@@ -271,16 +266,35 @@ class StateStore:
                 "INSERT INTO bot_history (bot_name, time, event, detail) VALUES (?, ?, ?, ?)",
                 events,
             )
+            self._db.executemany(
+                "DELETE FROM bot_history WHERE bot_name = ? AND id <= ("
+                " SELECT id FROM bot_history WHERE bot_name = ?"
+                " ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                [(name, name, HISTORY_PER_BOT) for name in {event[0] for event in events}],
+            )
 
 
-def _is_locked(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
+# Failures that go away by themselves: another process's lock, a full disk, an I/O error,
+# a file made read-only for a while. Anything else (a corrupt file) will not.
+_TRANSIENT_ERRORS = (
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_FULL",
+    "SQLITE_IOERR",
+    "SQLITE_READONLY",
+    "SQLITE_CANTOPEN",
+    "SQLITE_PROTOCOL",
+)
+
+
+def _is_corrupt(exc: sqlite3.Error) -> bool:
+    text = str(exc)
+    return "not a database" in text or "malformed" in text
 
 
 def _describe(exc: sqlite3.Error) -> str:
     text = str(exc)
-    if "not a database" in text or "malformed" in text:
+    if _is_corrupt(exc):
         return f"{text} (the file is corrupt; move it away to start afresh)"
     if "readonly" in text or "read-only" in text:
         return f"{text} (check the file's permissions)"

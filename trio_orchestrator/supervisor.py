@@ -2,13 +2,13 @@
 
 Task tree of ``trio-orch start_all``::
 
-    run()
+    run()                         control socket bound, orphans ended: before any nursery
     ├── OutputSink.run            console + log files (outlives the bots)
     ├── StateWriter.run           group commits to SQLite (outlives the bots)
     └── root nursery
         ├── signal handler        SIGINT/SIGTERM: graceful shutdown; again: kill now
         ├── control socket        JSON-lines requests -> execute()
-        ├── command file poller   lines -> execute()
+        ├── command file poller   lines -> execute()   (in the intake scope)
         └── BotRunner.run x N     one per started bot
 
 Only this module sees more than one bot, touches the database (through ``to_thread`` and
@@ -23,9 +23,8 @@ import os
 import signal
 import sys
 import threading
-import time
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 import trio
@@ -35,139 +34,37 @@ from trio_orchestrator.commandfile import CommandFile
 from trio_orchestrator.commands import Action, Command
 from trio_orchestrator.control import bind_control_socket, serve_control
 from trio_orchestrator.errors import ActionFailed, OrchestratorError, StateError
-from trio_orchestrator.output import LogFiles, Printer
+from trio_orchestrator.output import LogFiles, Printer, should_color
+from trio_orchestrator.procfs import process_start_ticks
+from trio_orchestrator.recovery import DB_TAG_VARIABLE, end_orphans, reset_records, restored_state
 from trio_orchestrator.runner import (
     BotRunner,
     BotState,
+    Run,
+    StopReason,
     Transition,
     describe_exit,
-    kill_orphan_group,
-    process_start_ticks,
-    tagged_group_leaders,
 )
 from trio_orchestrator.sink import ConsoleLogHandler, OutputSink
-from trio_orchestrator.state import (
-    BotRecord,
-    OwnerLock,
-    StateStore,
-    Write,
-    now_iso,
-    records_for,
-)
+from trio_orchestrator.state import OwnerLock, StateStore, Write, now_iso
+from trio_orchestrator.statewriter import StateWriter
+from trio_orchestrator.views import bot_info, one_line_status
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
     from pathlib import Path
 
     from trio_orchestrator.config import BotConfig, Config
+    from trio_orchestrator.state import BotRecord
+    from trio_orchestrator.views import Paths
 
-__all__ = ["Paths", "StateWriter", "Supervisor", "bot_info", "run_manager"]
+__all__ = ["Supervisor", "run_manager"]
 
 LOGGER = logging.getLogger("trio_orchestrator")
 
-_UP_STATES = {state.value for state in BotState if state.is_up} | {BotState.BACKOFF.value}
-SHUTDOWN_ROUNDS = 3
-# Set in every bot's environment to the db's path: how the next manager of this db finds
-# bots whose pid a killed manager had not recorded yet.
-DB_TAG_VARIABLE = "TRIO_ORCH_DB"
-
-
-@attrs.frozen
-class Paths:
-    config: Path
-    db: Path
-    commands: Path
-    socket: Path
-
-    @classmethod
-    def resolve(
-        cls,
-        config: Path,
-        db: Path | None = None,
-        commands: Path | None = None,
-        socket: Path | None = None,
-    ) -> Paths:
-        """SPEC 2: everything beside the config by default, the socket beside the db."""
-        config = config.absolute()
-        db = (db or config.parent / "bot_states.db").absolute()
-        return cls(
-            config=config,
-            db=db,
-            commands=(commands or config.parent / "bot_commands.txt").absolute(),
-            socket=(socket or db.parent / ".trio-orch.sock").absolute(),
-        )
-
-
-def bot_info(bot: BotConfig, record: BotRecord, runner: BotRunner | None = None) -> dict[str, Any]:
-    """The JSON object for one bot (SPEC 6.1), from its record and live runner."""
-    uptime = None
-    if runner is not None and runner.pid is not None and runner.started_at is not None:
-        uptime = round(time.time() - runner.started_at, 1)
-    return {
-        "name": bot.name,
-        "state": record.state,
-        "pid": record.pid,
-        "start_count": record.start_count,
-        "restarts": record.restarts,
-        "last_exit_code": record.last_exit_code,
-        "last_exit_time": record.last_exit_time,
-        "last_start_time": record.last_start_time,
-        "uptime": uptime,
-        "description": bot.description,
-        "restart": bot.restart,
-        "autostart": bot.autostart,
-        "preserved": record.preserved_state,
-        "last_update": record.update_outcome,
-        "commit": record.update_commit,
-    }
-
-
-class StateWriter:
-    """Commits writes in groups: everything queued while a commit runs goes in the next.
-
-    Each caller of :meth:`commit` returns only once its write is durable, so a transition
-    is committed before it is reported, yet 100 bots starting at once cost a handful of
-    transactions, not 100.
-    """
-
-    def __init__(self, store: StateStore, limiter: trio.CapacityLimiter):
-        self._store = store
-        self._limiter = limiter
-        self._queue: list[tuple[Write, trio.Event]] = []
-        self._wakeup = trio.Event()
-        self._closed = False
-
-    def enqueue(self, write: Write) -> trio.Event:
-        """Queue *write* now (keeps callers' order); the event is set once it is committed."""
-        done = trio.Event()
-        self._queue.append((write, done))
-        self._wakeup.set()
-        return done
-
-    async def commit(self, write: Write) -> None:
-        await self.enqueue(write).wait()
-
-    def close(self) -> None:
-        self._closed = True
-        self._wakeup.set()
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED):
-        """Commit until closed and drained. **Cancellation:** queued writes are lost."""
-        task_status.started()
-        while self._queue or not self._closed:
-            await self._wakeup.wait()
-            self._wakeup = trio.Event()
-            batch, self._queue = self._queue, []
-            if not batch:
-                continue
-            try:
-                await trio.to_thread.run_sync(
-                    self._store.commit, [write for write, _ in batch], limiter=self._limiter
-                )
-            except StateError as exc:
-                LOGGER.error("could not save state: %s", exc)
-            for _, done in batch:
-                done.set()
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ENDED = (BotState.STOPPED, BotState.EXITED, BotState.FAILED)
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @attrs.define(eq=False)
@@ -178,6 +75,7 @@ class Supervisor:
         config: the parsed configuration.
         paths: where the db, command file and socket live.
         store: the opened state database.
+        stored: the db's records as loaded at start-up (before any nursery opened).
         sink: where bot output goes.
         update: the git update, ``gitupdate.update_checkout`` or a fake for tests.
         spawn, killpg: passed to every runner (tests inject fakes).
@@ -186,23 +84,26 @@ class Supervisor:
     config: Config
     paths: Paths
     store: StateStore
+    stored: dict[str, BotRecord]
     sink: OutputSink
     update: Callable[..., gitupdate.UpdateResult] = gitupdate.update_checkout
     spawn: Callable[..., Any] = trio.run_process
     killpg: Callable[[int, int], None] = os.killpg
 
-    records: dict[str, BotRecord] = attrs.Factory(dict)
-    runners: dict[str, BotRunner] = attrs.Factory(dict)
-    _locks: dict[str, trio.Lock] = attrs.Factory(dict)
-    _limiter: trio.CapacityLimiter = attrs.Factory(lambda: trio.CapacityLimiter(1))
-    _writer: StateWriter | None = None
-    _root: trio.Nursery | None = None
-    _shutting_down: bool = False
-    _preserve: set[str] = attrs.Factory(set)
-    _messages: dict[str, str] = attrs.Factory(dict)
+    records: dict[str, BotRecord] = attrs.field(init=False, factory=dict)
+    runners: dict[str, BotRunner] = attrs.field(init=False, factory=dict)
+    _locks: dict[str, trio.Lock] = attrs.field(init=False, factory=dict)
+    _limiter: trio.CapacityLimiter = attrs.field(
+        init=False, factory=lambda: trio.CapacityLimiter(1)
+    )
+    _writer: StateWriter = attrs.field(init=False)
+    _root: trio.Nursery | None = attrs.field(init=False, default=None)
+    _intake: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
+    _shutting_down: bool = attrs.field(init=False, default=False)
+    _messages: dict[str, str] = attrs.field(init=False, factory=dict)
     # Bots that `update NAME` just updated and is restarting: their next start skips the
     # update that has just run (and keeps its outcome as the bot's last update).
-    _freshly_updated: set[str] = attrs.Factory(set)
+    _freshly_updated: set[str] = attrs.field(init=False, factory=set)
 
     def __attrs_post_init__(self) -> None:
         self._writer = StateWriter(self.store, self._limiter)
@@ -221,88 +122,67 @@ class Supervisor:
     # ----- running -----
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED):
-        """Recover, restore, and supervise until a graceful shutdown completes.
+        """Bind the socket, end orphans, restore, and supervise until shutdown completes.
 
-        **Cancellation:** abandons the bots' processes without stopping them (they are
-        found and ended by the next start, see :meth:`_recover_orphans`); use a signal or
-        :meth:`shutdown` to stop.
+        Raises:
+            OrchestratorError: the control socket cannot be bound (before any bot runs).
+
+        **Cancellation:** every running bot is stopped (``trio.run_process`` delivers the
+        stop, shielded) and recorded as stopped by the manager's shutdown.
         """
-        assert self._writer is not None
-        async with trio.open_nursery() as infrastructure:
-            await infrastructure.start(self.sink.run)
-            await infrastructure.start(self._writer.run)
-            socket_bound = False  # never remove the socket of another manager
-            try:
-                async with trio.open_nursery() as root:
-                    self._root = root
-                    await root.start(self._handle_signals)
-                    stored = await self._db(self.store.load_all)
-                    await self._recover_orphans(stored)
-                    listener = await bind_control_socket(self.paths.socket)
-                    socket_bound = True
-                    await root.start(serve_control, listener, self.execute)
-                    commands = CommandFile(self.paths.commands, self._execute_from_file)
-                    await root.start(commands.run, self.config.settings.command_poll_interval)
-                    LOGGER.info(
-                        "trio-orch manager running (pid %d, %d bots configured, socket %s)",
-                        os.getpid(),
-                        len(self.config.bots),
-                        self.paths.socket,
-                    )
-                    root.start_soon(self._restore, stored)
-                    task_status.started()
-            finally:
-                self._root = None
-                if socket_bound:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self.paths.socket)
-                self._writer.close()
-                self.sink.send_channel.close()
+        # Signals first: from here on, SIGINT and SIGTERM mean a graceful shutdown.
+        with trio.open_signal_receiver(*_SIGNALS) as signals:
+            await self._serve(signals, task_status)
+
+    async def _serve(self, signals: AsyncIterator[int], task_status: trio.TaskStatus[None]) -> None:
+        listener = await bind_control_socket(self.paths.socket)
+        try:
+            await self._recover()
+            async with trio.open_nursery() as infrastructure:
+                await infrastructure.start(self.sink.run)
+                await infrastructure.start(self._writer.run)
+                try:
+                    async with trio.open_nursery() as root:
+                        self._root = root
+                        root.start_soon(self._handle_signals, signals)
+                        await root.start(serve_control, listener, self.execute)
+                        await root.start(self._read_command_file)
+                        LOGGER.info(
+                            "trio-orch manager running (pid %d, %d bots configured, socket %s)",
+                            os.getpid(),
+                            len(self.config.bots),
+                            self.paths.socket,
+                        )
+                        root.start_soon(self._restore)
+                        task_status.started()
+                finally:
+                    self._root = None
+                    self._writer.close()
+                    self.sink.send_channel.close()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.paths.socket)
+
+    async def _recover(self) -> None:
+        """End what a dead manager left running, then clear its stale pids in the db."""
+        await end_orphans(self.config, self.paths.db, self.stored)
+        self.records, writes = reset_records(self.config, self.stored)
+        for name, record in self.records.items():
+            self.runners[name].state = restored_state(record)
+        if writes:
+            await self._db(self.store.commit, writes)
 
     async def _db(self, function: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(function, *args, limiter=self._limiter)
 
-    async def _recover_orphans(self, stored: dict[str, BotRecord]) -> None:
-        """End bots that a killed manager left running, then clear their stale pids."""
+    async def _read_command_file(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        commands = CommandFile(self.paths.commands, self._execute_from_file)
+        with self._intake:
+            await commands.run(self.config.settings.command_poll_interval, task_status=task_status)
 
-        async def end(name: str, pid: int, start_ticks: int | None, why: str) -> None:
-            bot = self.config.bots.get(name)
-            grace = bot.stop_timeout if bot else self.config.settings.stop_timeout
-            if await kill_orphan_group(pid, start_ticks, grace):
-                LOGGER.warning("ended %s (pid %d), %s", name, pid, why)
-
-        orphans = [record for record in stored.values() if record.pid is not None]
-        # A manager killed between spawning a bot and committing its pid left a bot that
-        # no record names: find it by the tag in its environment.
-        tag = f"{DB_TAG_VARIABLE}={self.paths.db}"
-        recorded = {record.pid for record in orphans}
-        untracked = [
-            (pid, start_ticks, name)
-            for pid, start_ticks, name in await trio.to_thread.run_sync(tagged_group_leaders, tag)
-            if pid not in recorded
-        ]
-        async with trio.open_nursery() as nursery:
-            for record in orphans:
-                why = "left running by a manager that did not shut down"
-                nursery.start_soon(end, record.name, record.pid, record.pid_start_ticks, why)
-            for pid, start_ticks, name in untracked:
-                why = "started by a manager that died before recording it"
-                nursery.start_soon(end, name, pid, start_ticks, why)
-        writes = []
-        self.records = records_for(self.config.bots, stored)
-        for name, stale in self.records.items():
-            if stale.pid is not None or stale.state in _UP_STATES:
-                record = attrs.evolve(stale, pid=None, pid_start_ticks=None, state="stopped")
-                writes.append(Write(record, "recovered", "manager had died"))
-                self.records[name] = record
-            with contextlib.suppress(ValueError):  # an unknown word in the db: keep "stopped"
-                self.runners[name].state = BotState(self.records[name].state)
-        if writes:
-            await self._db(self.store.commit, writes)
-
-    async def _restore(self, stored: dict[str, BotRecord]) -> None:
+    async def _restore(self) -> None:
         """SPEC 5: start bots running or preserved at the last shutdown, and new autostarts."""
-        names = [name for name, bot in self.config.bots.items() if _should_restore(bot, stored)]
+        names = [name for name, bot in self.config.bots.items() if self._should_restore(bot)]
         if names:
             LOGGER.info("starting %d bots: %s", len(names), ", ".join(names))
         async with trio.open_nursery() as nursery:
@@ -311,48 +191,66 @@ class Supervisor:
                     partial(self.execute, Command(Action.START, name), source="restore")
                 )
 
-    async def _handle_signals(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-            task_status.started()
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    LOGGER.info("SIGHUP ignored: restart trio-orch to apply config changes")
-                elif not self._shutting_down:
-                    LOGGER.info("%s received: stopping all bots", signal.Signals(signum).name)
-                    assert self._root is not None
-                    self._root.start_soon(self.shutdown)
-                else:
-                    LOGGER.warning("second signal: killing all bots now")
-                    for runner in self.runners.values():
-                        runner.kill_now()
+    def _should_restore(self, bot: BotConfig) -> bool:
+        record = self.stored.get(bot.name)
+        if record is None:
+            return bot.autostart
+        return record.is_running or record.preserved_state
+
+    async def _handle_signals(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                LOGGER.info("SIGHUP ignored: restart trio-orch to apply config changes")
+            elif not self._shutting_down:
+                LOGGER.info("%s received: stopping all bots", signal.Signals(signum).name)
+                assert self._root is not None
+                self._root.start_soon(self.shutdown)
+            else:
+                LOGGER.warning("second signal: killing all bots now")
+                for runner in self.runners.values():
+                    runner.kill_now()
 
     async def shutdown(self) -> None:
-        """Stop every bot in parallel, mark them preserved, and end :meth:`run`."""
-        self._shutting_down = True
-        self._preserve = {name for name, runner in self.runners.items() if runner.active}
-        # A command that was starting a bot when the signal came may still complete;
-        # go round until nothing is left running.
-        for _ in range(SHUTDOWN_ROUNDS):
-            active = [runner for runner in self.runners.values() if runner.active]
-            if not active:
-                break
-            async with trio.open_nursery() as nursery:
-                for runner in active:
-                    nursery.start_soon(self._stop_for_shutdown, runner)
+        """Close command intake, stop every bot once, in parallel, and end :meth:`run`.
+
+        Bots stopped here are marked preserved, so the next ``start_all`` restores them.
+        """
+        self._shutting_down = True  # the socket now answers "shutting down" to actions
+        self._intake.cancel()  # the command file is no longer read
+        runs = [runner.run_handle for runner in self.runners.values() if runner.active]
+        for run in runs:
+            assert run is not None
+            run.stop(StopReason.SHUTDOWN)
+        for run in runs:
+            assert run is not None
+            await run.wait()
         LOGGER.info("all bots stopped; trio-orch exits")
         if self._root is not None:
+            # A start that raced with the signal is ended by this cancel (and recorded
+            # as stopped by the shutdown, see BotRunner.run).
             self._root.cancel_scope.cancel()
-
-    async def _stop_for_shutdown(self, runner: BotRunner) -> None:
-        with contextlib.suppress(ActionFailed):  # it ended by itself meanwhile
-            await runner.stop()
 
     # ----- transitions -----
 
     async def _on_transition(self, runner: BotRunner, transition: Transition) -> None:
+        """Commit the transition to the db, then log it."""
         name = runner.name
-        record = self.records[name]  # every configured bot has one since recovery
-        previous_state = record.state
+        previous = self.records[name]  # every configured bot has one since recovery
+        record = attrs.evolve(previous, **self._record_changes(runner, transition, previous))
+        self.records[name] = record
+        if transition.message:
+            self._messages[name] = transition.message
+        try:
+            await self._writer.commit(
+                Write(record, transition.state.value, transition.message or None)
+            )
+        except StateError as exc:
+            LOGGER.warning("%s %s not saved: %s", name, transition.state, exc)
+        self._log_transition(name, transition, previous.state, record)
+
+    def _record_changes(
+        self, runner: BotRunner, transition: Transition, record: BotRecord
+    ) -> dict[str, Any]:
         state = transition.state
         stamp = now_iso()
         changes: dict[str, Any] = {"state": state.value, "restarts": runner.restarts}
@@ -360,7 +258,7 @@ class Supervisor:
             changes["state_since"] = stamp
         if state is BotState.STARTING:
             changes.update(is_running=True, preserved_state=False)
-        elif state is BotState.RUNNING and previous_state != BotState.PAUSED.value:
+        elif state is BotState.RUNNING and record.state != BotState.PAUSED:
             changes.update(
                 pid=transition.pid,
                 # A procfs read: answered from kernel memory, never blocks.
@@ -369,27 +267,23 @@ class Supervisor:
                 last_start_time=stamp,
                 is_running=True,
             )
-        if state in (BotState.BACKOFF, BotState.STOPPED, BotState.EXITED, BotState.FAILED):
+        if state is BotState.BACKOFF or state in _ENDED:
             changes.update(pid=None, pid_start_ticks=None)
-            if transition.exit_code is not None:
-                changes.update(last_exit_code=transition.exit_code, last_exit_time=stamp)
-        if state in (BotState.STOPPED, BotState.EXITED, BotState.FAILED):
-            preserve = self._shutting_down and name in self._preserve
+            if transition.exit_code is not None or transition.reason:
+                changes.update(
+                    last_exit_code=transition.exit_code,
+                    last_exit_reason=transition.reason,
+                    last_exit_time=stamp,
+                )
+        if state in _ENDED:
+            preserve = transition.stop_reason is StopReason.SHUTDOWN
             changes.update(is_running=False, preserved_state=preserve)
-        record = attrs.evolve(record, **changes)
-        self.records[name] = record
-        if transition.message:
-            self._messages[name] = transition.message
-        assert self._writer is not None
-        await self._writer.commit(Write(record, state.value, transition.message or None))
-        self._log_transition(name, transition, previous_state, record)
+        return changes
 
     @staticmethod
-    def _log_transition(
-        name: str, transition: Transition, previous_state: str, record: BotRecord
-    ) -> None:
+    def _log_transition(name: str, transition: Transition, previous: str, record: BotRecord):
         state = transition.state
-        if state is BotState.RUNNING and previous_state == BotState.PAUSED.value:
+        if state is BotState.RUNNING and previous == BotState.PAUSED:
             LOGGER.info("%s resumed", name)
         elif state is BotState.RUNNING:
             LOGGER.info("%s running (pid %d, start #%d)", name, record.pid, record.start_count)
@@ -403,7 +297,10 @@ class Supervisor:
             LOGGER.info("%s paused", name)
         elif state is BotState.STOPPED:
             code = transition.exit_code
-            LOGGER.info("%s stopped%s", name, "" if code is None else f" ({describe_exit(code)})")
+            ended = "" if code is None else f" ({describe_exit(code)})"
+            LOGGER.info("%s %s%s", name, transition.reason or "stopped", ended)
+
+    # ----- git -----
 
     async def _update_before_start(self, bot: BotConfig) -> None:
         """The git update before each start (SPEC 7); failures are logged, never raised."""
@@ -429,8 +326,10 @@ class Supervisor:
             update_time=now_iso(),
         )
         self.records[bot.name] = record
-        assert self._writer is not None
-        await self._writer.commit(Write(record, "update", result.message))
+        try:
+            await self._writer.commit(Write(record, "update", result.message))
+        except StateError as exc:
+            LOGGER.warning("%s update not saved: %s", bot.name, exc)
         return result
 
     # ----- commands -----
@@ -445,89 +344,109 @@ class Supervisor:
         ``bots``. Never raises for a bad command: that is a reply with a non-zero code.
         """
         try:
-            if command.action in (Action.LIST, Action.STATUS_ALL):
-                bots = self.all_info()
-                if source == "command file":
-                    for info in bots:
-                        LOGGER.info("status %s", _one_line_status(info))
-                return {"ok": True, "code": 0, "message": "", "bots": bots, "manager": "running"}
+            if not command.action.needs_bot:
+                return self._list(source)
             assert command.name is not None
             runner = self._runner(command.name)
             if command.action is Action.STATUS:
                 return {"ok": True, "code": 0, "message": "", "bot": self.info(command.name)}
-            if command.action is Action.STOP and runner.state is BotState.STARTING:
-                # The start holding the lock may wait on a slow git update; stopping
-                # cancels that update rather than queueing behind it.
-                message = await self._perform(command.action, runner)
-            else:
-                async with self._locks[command.name]:
-                    message = await self._perform(command.action, runner)
+            if self._shutting_down:
+                raise ActionFailed("the manager is shutting down")
+            message = await self._HANDLERS[command.action](self, runner)
         except OrchestratorError as exc:
             LOGGER.warning("command %r from %s rejected: %s", str(command), source, exc)
             return {"ok": False, "code": exc.exit_code, "message": str(exc)}
         LOGGER.info("command %r from %s: %s", str(command), source, message)
         return {"ok": True, "code": 0, "message": message, "bot": self.info(command.name)}
 
+    def _list(self, source: str) -> dict[str, Any]:
+        bots = self.all_info()
+        if source == "command file":
+            for info in bots:
+                LOGGER.info("status %s", one_line_status(info))
+        return {"ok": True, "code": 0, "message": "", "bots": bots, "manager": "running"}
+
     def _runner(self, name: str) -> BotRunner:
         self.config.bot(name)  # raises UnknownBotError
         return self.runners[name]
 
-    async def _perform(self, action: Action, runner: BotRunner) -> str:
-        name = runner.name
-        if action is Action.START:
-            return await self._start(runner)
-        if action is Action.STOP:
-            await runner.stop()
-            return f"{name} stopped"
-        if action is Action.RESTART:
-            if runner.active:
-                await runner.stop()
-            return (await self._start(runner)).replace("started", "restarted")
-        if action is Action.PAUSE:
-            await runner.pause()
-            return f"{name} paused"
-        if action is Action.RESUME:
-            await runner.resume()
-            return f"{name} resumed"
-        if action is Action.UPDATE:
-            return await self._update_now(runner)
-        raise ActionFailed(f"unsupported action {action.value!r}")  # pragma: no cover
-
     async def _start(self, runner: BotRunner) -> str:
-        if self._shutting_down or self._root is None:
-            raise ActionFailed("the manager is shutting down")
-        if runner.active:
-            if runner.state is not BotState.BACKOFF:
+        async with self._locks[runner.name]:
+            if runner.active and runner.state is not BotState.BACKOFF:
                 raise ActionFailed(f"{runner.name} is already running (state {runner.state})")
-            await runner.stop()  # a user start during the restart delay: start now
-        pid = await self._root.start(runner.run)
-        if pid is None:
-            raise ActionFailed(
-                f"{runner.name} could not start: {self._messages.get(runner.name, '')}"
-            )
-        return f"{runner.name} started (pid {pid})"
+            run = await self._begin(runner)  # a start during the restart delay: start now
+        return await self._started(runner, run, "started")
+
+    async def _stop(self, runner: BotRunner) -> str:
+        async with self._locks[runner.name]:
+            await runner.stop(StopReason.USER)
+        return f"{runner.name} stopped"
+
+    async def _restart(self, runner: BotRunner) -> str:
+        async with self._locks[runner.name]:
+            run = await self._begin(runner)
+        return await self._started(runner, run, "restarted")
+
+    async def _pause(self, runner: BotRunner) -> str:
+        async with self._locks[runner.name]:
+            await runner.pause()
+        return f"{runner.name} paused"
+
+    async def _resume(self, runner: BotRunner) -> str:
+        async with self._locks[runner.name]:
+            await runner.resume()
+        return f"{runner.name} resumed"
 
     async def _update_now(self, runner: BotRunner) -> str:
         bot = runner.bot
         if bot.repo_url is None:
             raise ActionFailed(f"{bot.name} has no repo_url; nothing to update")
-        # An explicit `update NAME` runs even with `auto_update: false`: that setting is
-        # about updating before every start, not about refusing a user's request.
-        result = await self._run_update(attrs.evolve(bot, auto_update=True))
-        if result.outcome == "failed":
-            raise ActionFailed(f"{bot.name} update {result.message}")
-        if result.changed and runner.active:
-            await runner.stop()
+        async with self._locks[runner.name]:
+            # An explicit `update NAME` runs even with `auto_update: false`: that setting
+            # is about updating before every start, not about refusing a user's request.
+            result = await self._run_update(attrs.evolve(bot, auto_update=True))
+            if result.outcome == "failed":
+                raise ActionFailed(f"{bot.name} update {result.message}")
+            if not (result.changed and runner.active):
+                return f"{bot.name} {result.message}"
             self._freshly_updated.add(bot.name)
             try:
-                await self._start(runner)
-            finally:
+                run = await self._begin(runner, StopReason.UPDATE)
+            except BaseException:
                 self._freshly_updated.discard(bot.name)
-            return f"{bot.name} {result.message}; restarted"
-        return f"{bot.name} {result.message}"
+                raise
+        await self._started(runner, run, "restarted")
+        return f"{bot.name} {result.message}; restarted"
+
+    _HANDLERS: ClassVar[dict[Action, Callable[[Supervisor, BotRunner], Awaitable[str]]]] = {
+        Action.START: _start,
+        Action.STOP: _stop,
+        Action.RESTART: _restart,
+        Action.PAUSE: _pause,
+        Action.RESUME: _resume,
+        Action.UPDATE: _update_now,
+    }
+
+    async def _begin(self, runner: BotRunner, reason: StopReason = StopReason.USER) -> Run:
+        """Stop the bot's current run, if any, and begin a new one (caller holds the lock)."""
+        if runner.active:
+            await runner.stop(reason)
+        if self._shutting_down or self._root is None:
+            raise ActionFailed("the manager is shutting down")
+        return await self._root.start(runner.run)
+
+    async def _started(self, runner: BotRunner, run: Run, verb: str) -> str:
+        """Wait for the run's first process and describe it."""
+        await run.first_start.wait()
+        if run.pid is None:
+            why = self._messages.get(runner.name, "") if run.reason is None else run.reason.words
+            raise ActionFailed(f"{runner.name} could not start: {why}")
+        return f"{runner.name} {verb} (pid {run.pid})"
 
     def info(self, name: str) -> dict[str, Any]:
-        return bot_info(self.config.bots[name], self.records[name], self.runners.get(name))
+        runner = self.runners[name]
+        started_at = runner.started_at if runner.pid is not None else None
+        return bot_info(self.config.bots[name], self.records[name], started_at)
 
     def all_info(self) -> list[dict[str, Any]]:
         return [self.info(name) for name in self.config.bots]
@@ -559,24 +478,6 @@ async def _run_cancellable(
     return result
 
 
-def _should_restore(bot: BotConfig, stored: dict[str, BotRecord]) -> bool:
-    record = stored.get(bot.name)
-    if record is None:
-        return bot.autostart
-    return record.is_running or record.preserved_state
-
-
-def _one_line_status(info: dict[str, Any]) -> str:
-    pid = info["pid"] if info["pid"] is not None else "-"
-    return (
-        f"{info['name']}: {info['state']} pid={pid} starts={info['start_count']} "
-        f"restarts={info['restarts']} last_exit={info['last_exit_code']}"
-    )
-
-
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 def _setup_logging(log_directory: Path, sink: OutputSink) -> list[logging.Handler]:
     os.makedirs(log_directory, exist_ok=True)
     file_handler = logging.FileHandler(log_directory / "bot_manager.log", encoding="utf-8")
@@ -597,66 +498,47 @@ def _setup_logging(log_directory: Path, sink: OutputSink) -> list[logging.Handle
 def run_manager(config: Config, paths: Paths, color_mode: str) -> int:
     """``trio-orch start_all``: own the db, run until a signal, exit 0.
 
+    Start-up (the lock, the db, the log directory) happens here, before trio runs, so its
+    errors reach the CLI as plain exceptions.
+
     Raises:
         ManagerRunning: another manager owns the db.
         StateError: the db is unusable.
     """
-    lock = OwnerLock(paths.db)
-    lock.acquire()
-    try:
+    with contextlib.ExitStack() as stack:
+        lock = OwnerLock(paths.db)
+        lock.acquire()
+        stack.callback(lock.release)
         store = StateStore(paths.db)
+        stack.callback(store.close)
+        stored = store.load_all()
+        printer = Printer(color=should_color(color_mode, sys.stdout, os.environ))
+        log_files = LogFiles(config.settings.log_directory)
+        sink = OutputSink(printer, log_files, sys.stdout.buffer, sys.stderr.buffer)
         try:
-            printer = Printer(
-                color=_should_color(color_mode),
-            )
-            sink = OutputSink(
-                printer,
-                LogFiles(config.settings.log_directory),
-                sys.stdout.buffer,
-                sys.stderr.buffer,
-            )
-            try:
-                handlers = _setup_logging(config.settings.log_directory, sink)
-            except OSError as exc:
-                raise StateError(
-                    f"cannot write logs in {config.settings.log_directory}: {exc.strerror}"
-                ) from None
-            for warning in config.warnings:
-                LOGGER.warning("%s", warning)
-            supervisor = Supervisor(config=config, paths=paths, store=store, sink=sink)
-            try:
-                # Until the signal task takes SIGINT over, a Ctrl-C raises
-                # KeyboardInterrupt; only at checkpoints, where trio can unwind cleanly
-                # (raised anywhere, it can leave a nursery waiting forever).
-                trio.run(supervisor.run, restrict_keyboard_interrupt_to_checkpoints=True)
-            except BaseExceptionGroup as group:
-                _raise_user_error(group)
-                if group.split(KeyboardInterrupt)[1] is None:
-                    # The nurseries wrapped it; no bot was started yet.
-                    raise KeyboardInterrupt from None
-                raise
-            finally:
-                for handler in handlers:
-                    logging.getLogger("trio_orchestrator").removeHandler(handler)
-                    handler.close()
-        finally:
-            store.close()
-    finally:
-        lock.release()
+            handlers = _setup_logging(config.settings.log_directory, sink)
+        except OSError as exc:
+            raise StateError(
+                f"cannot write logs in {config.settings.log_directory}: {exc.strerror}"
+            ) from None
+        stack.callback(_remove_handlers, handlers)
+        for warning in config.warnings:
+            LOGGER.warning("%s", warning)
+        supervisor = Supervisor(config=config, paths=paths, store=store, stored=stored, sink=sink)
+        try:
+            # Until the signal task takes SIGINT over, a Ctrl-C raises KeyboardInterrupt;
+            # only at checkpoints, where trio can unwind cleanly (raised anywhere, it can
+            # leave a nursery waiting forever).
+            trio.run(supervisor.run, restrict_keyboard_interrupt_to_checkpoints=True)
+        except BaseExceptionGroup as group:
+            if group.split(KeyboardInterrupt)[1] is None:
+                # The nurseries wrapped it; no bot was started yet.
+                raise KeyboardInterrupt from None
+            raise
     return 0
 
 
-def _raise_user_error(group: BaseExceptionGroup) -> None:
-    """Raise alone an OrchestratorError that nurseries wrapped (one line, no traceback)."""
-    errors, rest = group.split(OrchestratorError)
-    if errors is not None and rest is None:
-        error: BaseException = errors
-        while isinstance(error, BaseExceptionGroup):
-            error = error.exceptions[0]
-        raise error from None
-
-
-def _should_color(mode: str) -> bool:
-    from trio_orchestrator.output import should_color
-
-    return should_color(mode, sys.stdout, os.environ)
+def _remove_handlers(handlers: list[logging.Handler]) -> None:
+    for handler in handlers:
+        logging.getLogger("trio_orchestrator").removeHandler(handler)
+        handler.close()

@@ -21,7 +21,7 @@ from helpers import CLI, cli, pid_alive, processes_with, wait_for, write_bot, wr
 
 from trio_orchestrator.client import request, socket_address
 from trio_orchestrator.errors import ManagerNotRunning
-from trio_orchestrator.runner import process_start_ticks
+from trio_orchestrator.procfs import process_start_ticks
 from trio_orchestrator.state import BotRecord, StateStore, Write
 
 SLEEPER = """

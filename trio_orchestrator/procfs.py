@@ -1,0 +1,85 @@
+"""Reading /proc: process identity, group membership. Pure and synchronous.
+
+Every function here answers from kernel memory and never blocks for long, but a scan of
+all of /proc costs a few milliseconds on a busy machine: the async callers run the scans
+(:func:`group_has_live_member`, :func:`tagged_group_leaders`) through ``trio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = [
+    "group_has_live_member",
+    "proc_stat_fields",
+    "process_start_ticks",
+    "tagged_group_leaders",
+]
+
+
+def proc_stat_fields(pid: int | str) -> list[bytes] | None:
+    """Fields 3 and on of /proc/PID/stat (state, ppid, pgrp, ...), or None if no process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            data = stat.read()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may contain spaces or ")".
+    return data[data.rindex(b")") + 2 :].split()
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The start time of *pid* in clock ticks since boot (/proc/PID/stat field 22).
+
+    Together with the pid it identifies a process: a pid reused by another process has a
+    different start time. None if there is no such process.
+    """
+    fields = proc_stat_fields(pid)
+    return None if fields is None else int(fields[19])
+
+
+def _pids() -> list[str]:
+    try:
+        return [entry for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:
+        return []
+
+
+def group_has_live_member(pgid: int) -> bool:
+    """Whether group *pgid* has a member that is not a zombie (True if /proc is missing).
+
+    ``killpg(pgid, 0)`` also finds zombies: members reparented to init stay zombies until
+    init reaps them (a second or more on some systems), but they have exited.
+    """
+    if not os.path.isdir("/proc/self"):
+        return True
+    for pid in _pids():
+        fields = proc_stat_fields(pid)
+        if fields is not None and int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
+def tagged_group_leaders(tag: str) -> list[tuple[int, int | None, str]]:
+    """Processes whose environment holds *tag* (``NAME=value``) and lead their own group.
+
+    Returns ``(pid, start_ticks, bot_name)`` for each, ``bot_name`` from the
+    ``TRIO_ORCH_BOT`` variable. A manager tags its bots (``BotRunner.extra_env``), so this
+    finds the bots of a dead manager even when it died before recording their pids.
+    Processes of other users (unreadable environment) are never reported.
+    """
+    needle = tag.encode()
+    prefix = b"TRIO_ORCH_BOT="
+    found = []
+    for entry in _pids():
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                variables = environ.read().split(b"\0")
+            if needle not in variables or os.getpgid(pid) != pid:
+                continue
+        except OSError:  # gone, or not ours
+            continue
+        name = next((v[len(prefix) :] for v in variables if v.startswith(prefix)), b"?")
+        found.append((pid, process_start_ticks(pid), name.decode(errors="replace")))
+    return found

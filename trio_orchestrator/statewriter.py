@@ -1,0 +1,144 @@
+"""Group commits of state writes to SQLite, in order, retried while the db is unavailable.
+
+Each caller of :meth:`StateWriter.commit` gets back only once its write is durable, so a
+transition is committed before it is reported; yet 100 bots starting at once cost a
+handful of transactions, not 100. A write that cannot be committed now (the db locked by
+another process, a full disk) stays queued in order and is retried with backoff, without
+holding the db's thread limiter while it waits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from trio_orchestrator.errors import StateError
+
+if TYPE_CHECKING:
+    from trio_orchestrator.state import StateStore, Write
+
+__all__ = ["StateWriter"]
+
+LOGGER = logging.getLogger(__name__)
+
+RETRY_FIRST_SECONDS = 0.05
+RETRY_MAX_SECONDS = 5.0
+# How long a caller waits for its write while the db is unavailable before it is told
+# (StateError); the write itself stays queued and is committed when the db is back.
+COMMIT_WAIT_SECONDS = 10.0
+# After close(), how long queued writes may still be retried before they are given up.
+CLOSE_GRACE_SECONDS = 5.0
+
+
+@attrs.define(eq=False)
+class _Pending:
+    write: Write
+    done: trio.Event = attrs.Factory(trio.Event)
+    error: StateError | None = None
+
+
+@attrs.define(eq=False)
+class StateWriter:
+    """The one task that writes to the db; see the module docstring.
+
+    Args:
+        store: the opened database.
+        limiter: the db's ``CapacityLimiter(1)``, shared with the readers.
+        commit_wait: how long :meth:`commit` waits while the db is unavailable.
+    """
+
+    store: StateStore
+    limiter: trio.CapacityLimiter
+    commit_wait: float = COMMIT_WAIT_SECONDS
+    _queue: deque[_Pending] = attrs.field(init=False, factory=deque)
+    _wakeup: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _closed_at: float | None = attrs.field(init=False, default=None)
+
+    async def commit(self, write: Write) -> None:
+        """Queue *write* and return once it is committed.
+
+        Raises:
+            StateError: the write failed for good (a corrupt db), or is not committed
+                within ``commit_wait`` (it stays queued and is retried).
+
+        **Cancellation:** only the wait is cancelled; the write stays queued.
+        """
+        pending = _Pending(write)
+        self._queue.append(pending)
+        self._wakeup.set()
+        with trio.move_on_after(self.commit_wait):
+            await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        if not pending.done.is_set():
+            raise StateError(
+                "state not saved yet (the db is unavailable); retrying", transient=True
+            )
+
+    def close(self) -> None:
+        """Stop once the queue is drained (or after CLOSE_GRACE_SECONDS of failures)."""
+        self._closed_at = trio.current_time()
+        self._wakeup.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED):
+        """Commit until closed and drained.
+
+        **Cancellation:** writes still queued are lost (logged).
+        """
+        task_status.started()
+        try:
+            while self._queue or self._closed_at is None:
+                await self._wakeup.wait()
+                self._wakeup = trio.Event()
+                if self._queue and not await self._commit_queued():
+                    return
+        finally:
+            if self._queue:
+                LOGGER.error("%d state changes could not be saved", len(self._queue))
+
+    async def _commit_queued(self) -> bool:
+        """Commit everything queued now, retrying while the db is unavailable.
+
+        Returns False when giving up after close().
+        """
+        batch = list(self._queue)
+        delay = RETRY_FIRST_SECONDS
+        failing_since: float | None = None
+        while True:
+            try:
+                await trio.to_thread.run_sync(
+                    self.store.commit, [pending.write for pending in batch], limiter=self.limiter
+                )
+            except StateError as exc:
+                if not exc.transient:
+                    LOGGER.error("could not save state: %s", exc)
+                    self._finish(batch, exc)
+                    return True
+                if failing_since is None:
+                    failing_since = trio.current_time()
+                    LOGGER.warning("could not save state: %s; retrying", exc)
+                if self._closed_at is not None and (
+                    trio.current_time() - self._closed_at > CLOSE_GRACE_SECONDS
+                ):
+                    return False
+                await trio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+                continue
+            if failing_since is not None:
+                LOGGER.warning(
+                    "state saved again after %.1fs (%d changes were waiting)",
+                    trio.current_time() - failing_since,
+                    len(batch),
+                )
+            self._finish(batch, None)
+            return True
+
+    def _finish(self, batch: list[_Pending], error: StateError | None) -> None:
+        for pending in batch:
+            self._queue.popleft()
+            pending.error = error
+            pending.done.set()
