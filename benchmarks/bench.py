@@ -972,6 +972,7 @@ class Bench:
             "bots_late_s": max(stamp for _, stamp in done.values()) - (start + seconds),
             "sinks_checked": len(sinks),
             **checks,
+            "loadavg_1m": os.getloadavg()[0],  # the machine is shared: how busy it was
         }
         if pids:
             out |= {
