@@ -64,6 +64,11 @@ class Params:
     settle: float = 12.0  # "all bots up" to RSS/CPU sampling (trio's idle threads expire: 10 s)
     stop_timeout: float = 2.0  # S6b
     grace: float = 1.0  # S8: a grandchild alive this long after the stop survived it
+    paced_bots: int = 10  # S10: bots printing one flushed line every paced_interval
+    paced_interval: float = 0.005
+    paced_seconds: float = 10.0
+    logging_interval: float = 0.001  # S11: one bot logging 1,000 lines/s
+    logging_seconds: float = 10.0
 
 
 QUICK = Params(
@@ -80,6 +85,9 @@ QUICK = Params(
     settle=0.2,
     stop_timeout=1.0,
     grace=0.5,
+    paced_bots=4,
+    paced_seconds=1.0,
+    logging_seconds=1.0,
 )
 
 
@@ -112,6 +120,24 @@ def mark(suffix="", pid=None):
 def sleep_forever():
     while True:
         time.sleep(3600)
+
+
+def paced(emit):
+    """S10/S11: call emit(i) for i < ARGS[0], one every ARGS[1] s, from the start time in the
+    go file (time.monotonic() of the benchmark: one clock for all bots); bot k of ARGS[2]
+    is shifted by k/ARGS[2] of an interval, so that the bots' writes are spread out."""
+    lines, interval, bots = int(ARGS[0]), float(ARGS[1]), int(ARGS[2])
+    go = os.path.join(RUN_DIR, "go")
+    while not os.path.exists(go):
+        time.sleep(0.005)
+    with open(go) as f:
+        start = float(f.read()) + int(NAME[-3:]) % bots * interval / bots
+    for i in range(lines):
+        if (delay := start + i * interval - time.monotonic()) > 0:
+            time.sleep(delay)
+        emit(i)
+    mark(".done")
+    sleep_forever()
 '''
 
 BOT_BODIES = {
@@ -135,6 +161,25 @@ for start in range(0, lines, 1000):
     while view:
         view = view[os.write(1, view):]
 sleep_forever()
+""",
+    # S10: one print(..., flush=True) per line, on a monotonic schedule. With
+    # PYTHONUNBUFFERED=1 (every system here runs bots with it) that is two writes per line:
+    # the text, then the newline.
+    "paced": """
+mark()
+paced(lambda i: print(f"@{NAME}#{i:07d}#{FILL}", flush=True))
+""",
+    # S11: the logging module, a StreamHandler on stdout (one write and a flush per record).
+    # Not "logging.py": the script's directory comes first on sys.path.
+    "logbot": """
+import logging
+handler = logging.StreamHandler(sys.stdout)
+handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+log = logging.getLogger("bot")
+log.addHandler(handler)
+log.setLevel(logging.INFO)
+mark()
+paced(lambda i: log.info("@%s#%07d#%s", NAME, i, FILL))
 """,
     # S3: note the start time, exit 1 at once.
     "crash": """
@@ -232,6 +277,15 @@ def cpu_seconds(pids: list[int]) -> float:
         if fields:
             total += int(fields[11]) + int(fields[12])
     return total / CLK_TCK
+
+
+def syscalls(pids: list[int]) -> tuple[int, int]:
+    """(read, write) system calls made so far by pids, all threads (/proc/PID/io)."""
+    reads = writes = 0
+    for pid in pids:
+        io = dict(line.split(b": ") for line in read_proc(pid, "io").splitlines())
+        reads, writes = reads + int(io.get(b"syscr", 0)), writes + int(io.get(b"syscw", 0))
+    return reads, writes
 
 
 def thread_ns(pids: list[int]) -> dict[tuple[int, str], int]:
@@ -756,7 +810,21 @@ def verify_sink(sink: Sink, lines: int) -> dict[str, int]:
         "lost": sum(max(0, lines - n) for n in received.values()),
         "garbled": garbled,
         "out_of_order": out_of_order,
+        "received": received,
     }
+
+
+def check_sinks(sinks: list[Sink], lines: int) -> dict[str, int]:
+    """verify_sink over all sinks: defects summed; lines_received = lines in every sink."""
+    checks = [verify_sink(s, lines) for s in sinks]
+    out = {k: sum(c[k] for c in checks) for k in ("lost", "garbled", "out_of_order")}
+    out["defects"] = out["lost"] + out["garbled"] + out["out_of_order"]
+    everywhere: dict[str, int] = {}
+    for check in checks:
+        for name, n in check["received"].items():
+            everywhere[name] = min(n, everywhere.get(name, n))
+    out["lines_received"] = sum(everywhere.values())
+    return out
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -835,6 +903,21 @@ class Bench:
             self.wait_for_bots(system)
             return {"stop_s": self.timed_stop(system)}
 
+    @staticmethod
+    def wait_delivered(system: System, sinks: list[Sink], lines: int, timeout: float) -> None:
+        """Wait until every sink has the last of the `lines` lines of each of its bots."""
+        final = b"#%07d#" % (lines - 1)
+
+        def delivered():
+            system.check()
+            return all(s.caught_up(final) for s in sinks)
+
+        try:
+            wait_until(delivered, timeout, "complete output in every sink", interval=0.02)
+        except TimeoutError as exc:
+            lost = check_sinks(sinks, lines)["lost"]
+            raise RuntimeError(f"{exc}; {lost} lines lost") from None
+
     # S2
     def flood(self, cls: type[System]) -> dict:
         lines, bots = self.p.flood_lines, self.p.flood_bots
@@ -842,32 +925,63 @@ class Bench:
         with self.running(cls, "S2", fleet) as system:
             self.wait_for_bots(system)
             sinks, pids = system.sinks(), system.manager_pids()
-            final = b"#%07d#" % (lines - 1)
             cpu0, t0 = cpu_seconds(pids), time.monotonic()
             (system.run.dir / "go").touch()
-
-            def delivered():
-                system.check()
-                return all(s.caught_up(final) for s in sinks)
-
-            timeout = 30 + bots * lines / 10_000
-            try:
-                wait_until(delivered, timeout, "complete output in every sink", interval=0.02)
-            except TimeoutError as exc:
-                checks = [verify_sink(s, lines) for s in sinks]
-                raise RuntimeError(f"{exc}; {sum(c['lost'] for c in checks)} lines lost") from None
+            self.wait_delivered(system, sinks, lines, 30 + bots * lines / 10_000)
             elapsed, cpu = time.monotonic() - t0, cpu_seconds(pids) - cpu0
-            checks = [verify_sink(s, lines) for s in sinks]
+            checks = check_sinks(sinks, lines)
         total = bots * lines
         out = {
             "seconds": elapsed,
             "lines_per_s": total / elapsed,
             "sinks_checked": len(sinks),
-            **{k: sum(c[k] for c in checks) for k in ("lost", "garbled", "out_of_order")},
+            **{k: checks[k] for k in ("lost", "garbled", "out_of_order", "defects")},
         }
-        out["defects"] = out["lost"] + out["garbled"] + out["out_of_order"]
         if pids:
             out |= {"manager_cpu_s": cpu, "cpu_us_per_line": cpu / total * 1e6}
+        return out
+
+    # S10, S11
+    def paced(self, cls: type[System], kind: str, bots: int, interval: float, seconds: float):
+        """`bots` bots each write one line every `interval` s for `seconds` s (bots/<kind>.py).
+
+        Manager CPU (utime+stime, /proc/PID/stat) and its read/write system calls
+        (/proc/PID/io) from the start of the first line until every line is in every sink.
+        """
+        lines = round(seconds / interval)
+        fleet = Fleet(kind, bots, (str(lines), repr(interval), str(bots)))
+        with self.running(cls, kind, fleet) as system:
+            self.wait_for_bots(system)
+            sinks, pids = system.sinks(), system.manager_pids()
+            go, start = system.run.dir / "go", time.monotonic() + 0.1
+            (tmp := go.with_suffix(".tmp")).write_text(repr(start))
+            calls0, cpu0 = syscalls(pids), cpu_seconds(pids)
+            tmp.replace(go)  # the bots read the start time from it: appear complete
+            time.sleep(max(0.0, start + seconds - time.monotonic()))  # no polling meanwhile
+            self.wait_delivered(system, sinks, lines, 30 + seconds)
+            elapsed, cpu = time.monotonic() - start, cpu_seconds(pids) - cpu0
+            calls = [b - a for a, b in zip(calls0, syscalls(pids), strict=True)]
+            done = self.wait_for_bots(system, ".done")
+            checks = check_sinks(sinks, lines)
+        total = bots * lines
+        out = {
+            "lines": total,
+            "seconds": elapsed,
+            # how far the last bot fell behind its schedule (a manager slow to read the
+            # pipes, or a busy machine, makes its writes wait)
+            "bots_late_s": max(stamp for _, stamp in done.values()) - (start + seconds),
+            "sinks_checked": len(sinks),
+            **checks,
+            "loadavg_1m": os.getloadavg()[0],  # the machine is shared: how busy it was
+        }
+        if pids:
+            out |= {
+                "manager_cpu_s": cpu,
+                "cpu_percent": cpu / elapsed * 100,
+                "us_per_line": cpu / total * 1e6,
+                "reads_per_line": calls[0] / total,
+                "writes_per_line": calls[1] / total,
+            }
         return out
 
     # S3
@@ -966,6 +1080,13 @@ SCENARIOS = (
         MAIN_SYSTEMS,
     ),
     Scenario("flood", "S2", "output throughput", Bench.flood, MAIN_SYSTEMS),
+    Scenario("paced", "S10", "paced line-at-a-time output (issue 10)",
+             lambda b, cls: b.paced(cls, "paced", b.p.paced_bots, b.p.paced_interval,
+                                    b.p.paced_seconds),
+             MAIN_SYSTEMS),
+    Scenario("logging", "S11", "one bot logging 1,000 lines/s (issue 10)",
+             lambda b, cls: b.paced(cls, "logbot", 1, b.p.logging_interval, b.p.logging_seconds),
+             MAIN_SYSTEMS),
     Scenario("crash", "S3", "crash-restart loop", Bench.crash_loop, MAIN_SYSTEMS),
     Scenario("stop_ignore", "S6b", "stop bots that ignore SIGTERM", Bench.stop_ignoring_term,
              MAIN_SYSTEMS),
@@ -1005,6 +1126,15 @@ def table_rows(p: Params) -> list[Row]:
         Row(f"S2 {p.flood_bots}x{p.flood_lines} lines: lines/s", "flood", "lines_per_s", "high"),
         Row("S2 manager CPU [us/line]", "flood", "cpu_us_per_line"),
         Row("S2 lost+garbled+reordered", "flood", "defects", None),
+        Row(f"S10 {p.paced_bots} bots x {1 / p.paced_interval:g} lines/s: CPU [% core]", "paced",
+            "cpu_percent"),
+        Row("S10 manager CPU [us/line]", "paced", "us_per_line"),
+        Row("S10 manager reads per line", "paced", "reads_per_line"),
+        Row("S10 lost+garbled+reordered", "paced", "defects", None),
+        Row(f"S11 logging {1 / p.logging_interval:g} lines/s: CPU [% core]", "logging",
+            "cpu_percent"),
+        Row("S11 manager CPU [us/line]", "logging", "us_per_line"),
+        Row("S11 lost+garbled+reordered", "logging", "defects", None),
         Row("S3 crash-restart gap [ms]", "crash", "gap_ms"),
         Row(f"S4 idle CPU, {p.fleet} bots [% core]", "fleet", "cpu_pct"),
         Row(f"S5 manager RSS, {p.fleet} bots [MiB]", "fleet", "rss_mib"),
