@@ -57,8 +57,8 @@ def test_blank_lines_and_comments(line):
     [
         ("frobnicate Bot", "unknown action 'frobnicate'"),
         ("start_all", "unknown action"),
-        ("stop a b", "takes one bot name"),
-        ("restart Bot # comment", "takes one bot name"),
+        ("status a b", "takes one bot name"),
+        ("history a b", "takes one bot name"),
         ("start" + " x" * (MAX_COMMAND_LENGTH // 2 + 1), "longer than"),
     ],
 )
@@ -83,4 +83,22 @@ def test_needs_bot():
     assert {action for action in Action if not action.needs_bot} == {
         Action.STATUS_ALL,
         Action.LIST,
+        Action.RELOAD,
+        Action.METRICS,
     }
+
+
+@pytest.mark.parametrize(
+    ("line", "names"),
+    [
+        ("stop a b", ("a", "b")),
+        ("restart all", ("all",)),
+        ("update A B C", ("A", "B", "C")),
+        ("restart Bot # comment", ("Bot",)),
+    ],
+)
+def test_actions_take_several_names_or_all(line, names):
+    command = parse_command(line)
+    assert command.names == names
+    assert command.is_all == (names == ("all",))
+    assert str(command) == line.partition(" #")[0]

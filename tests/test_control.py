@@ -225,7 +225,8 @@ def test_parse_request(message, expected):
         (b'{"command": "explode", "name": "A"}', "unknown command"),
         (b'{"command": "start_all"}', "unknown command"),
         (b'{"command": "stop"}', "needs a bot name"),
-        (b'{"command": "stop", "name": 7}', "needs a bot name"),
+        (b'{"command": "stop", "name": 7}', "must be a list of strings"),
+        (b'{"command": "stop", "names": []}', "needs a bot name"),
     ],
 )
 def test_parse_request_rejects(data, match):

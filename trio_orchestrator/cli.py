@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from trio_orchestrator.commands import ALL
 from trio_orchestrator.errors import (
     EXIT_OK,
     EXIT_USAGE,
@@ -44,8 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("start_all", help="run the manager in the foreground")
     commands.add_parser("check", help="validate the config")
     for action in ACTIONS:
-        sub = commands.add_parser(action, help=f"{action} a bot in the running manager")
-        sub.add_argument("name")
+        sub = commands.add_parser(action, help=f"{action} bots in the running manager")
+        sub.add_argument("names", nargs="+", metavar="NAME", help="bot names, or all")
     status = commands.add_parser("status", help="show one bot")
     status.add_argument("name")
     status.add_argument("--json", action="store_true")
@@ -111,10 +112,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_action(args: argparse.Namespace) -> int:
     try:
-        reply = _ask_manager(args, {"command": args.command, "name": args.name})
+        reply = _ask_manager(args, {"command": args.command, "names": args.names})
     except ManagerNotRunning:
         # Tell a typo from a stopped manager, reading the config only on this path.
-        _load_config(args).bot(args.name)
+        config = _load_config(args)
+        for name in args.names:
+            if name != ALL:
+                config.bot(name)
         raise
     print(reply.get("message", ""), file=sys.stdout if reply.get("ok") else sys.stderr)
     return int(reply.get("code", 1))

@@ -52,10 +52,10 @@ def parse_request(data: bytes) -> Command:
         action = Action(message["command"])
     except ValueError:
         raise BadCommand(f"unknown command {message['command']!r}") from None
-    name = message.get("name")
-    if action.needs_bot and not isinstance(name, str):
-        raise BadCommand(f"{action.value!r} needs a bot name")
-    return Command(action, name if action.needs_bot else None)
+    names = message.get("names", [message["name"]] if "name" in message else [])
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise BadCommand('"names" must be a list of strings')
+    return Command.build(action, names)
 
 
 def _socket_exists(path: Path) -> bool:

@@ -340,24 +340,35 @@ class Supervisor:
     async def execute(self, command: Command, source: str = "control socket") -> dict[str, Any]:
         """Run one command from the socket or the command file and describe the outcome.
 
-        The reply has ``ok``, ``code`` (the CLI exit code), ``message``, and ``bot`` or
-        ``bots``. Never raises for a bad command: that is a reply with a non-zero code.
+        The reply has ``ok``, ``code`` (the CLI exit code: the worst of the bots'),
+        ``message`` (one line per bot), and ``bot`` (one bot named) or ``bots``. Never
+        raises for a bad command: that is a reply with a non-zero code.
         """
         try:
-            if not command.action.needs_bot:
+            if command.action in (Action.LIST, Action.STATUS_ALL):
                 return self._list(source)
-            assert command.name is not None
-            runner = self._runner(command.name)
+            runners = self._runners_named(command)  # every name checked before acting
             if command.action is Action.STATUS:
                 return {"ok": True, "code": 0, "message": "", "bot": self.info(command.name)}
+            handler = self._HANDLERS.get(command.action)
+            if handler is None:
+                raise ActionFailed(f"{command.action.value!r} is not a bot action")
             if self._shutting_down:
                 raise ActionFailed("the manager is shutting down")
-            message = await self._HANDLERS[command.action](self, runner)
         except OrchestratorError as exc:
             LOGGER.warning("command %r from %s rejected: %s", str(command), source, exc)
             return {"ok": False, "code": exc.exit_code, "message": str(exc)}
-        LOGGER.info("command %r from %s: %s", str(command), source, message)
-        return {"ok": True, "code": 0, "message": message, "bot": self.info(command.name)}
+        outcomes = await self._act(handler, runners, stop_all=command.is_all)
+        code = max(code for code, _ in outcomes)
+        message = "\n".join(text for _, text in outcomes)
+        log = LOGGER.info if code == 0 else LOGGER.warning
+        log("command %r from %s: %s", str(command), source, message.replace("\n", "; "))
+        reply: dict[str, Any] = {"ok": code == 0, "code": code, "message": message}
+        if len(runners) == 1 and not command.is_all:
+            reply["bot"] = self.info(runners[0].name)
+        else:
+            reply["bots"] = [self.info(runner.name) for runner in runners]
+        return reply
 
     def _list(self, source: str) -> dict[str, Any]:
         bots = self.all_info()
@@ -366,9 +377,39 @@ class Supervisor:
                 LOGGER.info("status %s", one_line_status(info))
         return {"ok": True, "code": 0, "message": "", "bots": bots, "manager": "running"}
 
-    def _runner(self, name: str) -> BotRunner:
-        self.config.bot(name)  # raises UnknownBotError
-        return self.runners[name]
+    def _runners_named(self, command: Command) -> list[BotRunner]:
+        """The runners a command names, in config order for `all`.
+
+        Raises:
+            UnknownBotError: a name is not configured (nothing has been done yet).
+        """
+        if command.is_all:
+            return list(self.runners.values())
+        return [self.runners[self.config.bot(name).name] for name in dict.fromkeys(command.names)]
+
+    async def _act(
+        self,
+        handler: Callable[[Supervisor, BotRunner], Awaitable[str]],
+        runners: list[BotRunner],
+        *,
+        stop_all: bool,
+    ) -> list[tuple[int, str]]:
+        """Run *handler* on every runner in parallel; ``(exit code, message)`` for each."""
+        outcomes: list[tuple[int, str]] = [(0, "")] * len(runners)
+
+        async def act(index: int, runner: BotRunner) -> None:
+            if stop_all and handler is Supervisor._stop and not runner.active:
+                outcomes[index] = (0, f"{runner.name} already stopped")
+                return
+            try:
+                outcomes[index] = (0, await handler(self, runner))
+            except OrchestratorError as exc:
+                outcomes[index] = (exc.exit_code, str(exc))
+
+        async with trio.open_nursery() as nursery:
+            for index, runner in enumerate(runners):
+                nursery.start_soon(act, index, runner)
+        return outcomes
 
     async def _start(self, runner: BotRunner) -> str:
         async with self._locks[runner.name]:

@@ -474,3 +474,45 @@ def test_cli_module_entry_point():
     result = subprocess.run([*CLI, "--help"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
     assert "start_all" in result.stdout
+
+
+# ----- several bots per command (issue 12) -----
+
+
+def test_actions_on_several_bots_and_all(setup, manager_factory):
+    config, _ = setup()
+    manager = manager_factory(config).wait_ready()
+    wait_state(manager.socket, "Alpha", "running")
+
+    started = cli(config, "start", "Beta", "Alpha")  # Alpha already runs: that one fails
+    no_traceback(started)
+    assert started.returncode == 1
+    assert re.search(r"^Beta started \(pid \d+\)$", started.stdout + started.stderr, re.M)
+    assert "Alpha is already running" in started.stdout + started.stderr
+
+    pids = {name: bot["pid"] for name, bot in bots_of(manager.socket).items()}
+    restarted = cli(config, "restart", "all")
+    assert restarted.returncode == 0, restarted.stderr
+    assert len(restarted.stdout.strip().splitlines()) == 2
+    after = bots_of(manager.socket)
+    assert all(after[name]["pid"] not in (None, pids[name]) for name in pids)
+
+    unknown = cli(config, "stop", "Alpha", "Nope")  # checked before anything is done
+    assert unknown.returncode == 2 and "Nope" in unknown.stderr
+    assert bots_of(manager.socket)["Alpha"]["state"] == "running"
+
+    stopped = cli(config, "stop", "Alpha")
+    assert stopped.returncode == 0
+    again = cli(config, "stop", "Alpha")  # SPEC 6.1: stopping a stopped bot fails
+    assert again.returncode == 1
+    stop_all = cli(config, "stop", "all")  # ... but not as part of `all`
+    assert stop_all.returncode == 0, stop_all.stderr
+    assert "Alpha already stopped" in stop_all.stdout
+    assert "Beta stopped" in stop_all.stdout
+    assert {bot["state"] for bot in bots_of(manager.socket).values()} == {"stopped"}
+
+    with (config.parent / "bot_commands.txt").open("a") as commands:
+        commands.write("start Alpha Beta\n")
+    for name in ("Alpha", "Beta"):
+        wait_state(manager.socket, name, "running")
+    assert manager.stop() == 0
