@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("start_all", help="run the manager in the foreground")
     commands.add_parser("check", help="validate the config")
+    commands.add_parser(
+        "reload", help="re-read the config; restart only the bots whose settings changed"
+    )
     for action in ACTIONS:
         sub = commands.add_parser(action, help=f"{action} bots in the running manager")
         sub.add_argument("names", nargs="+", metavar="NAME", help="bot names, or all")
@@ -120,6 +123,12 @@ def cmd_action(args: argparse.Namespace) -> int:
             if name != ALL:
                 config.bot(name)
         raise
+    print(reply.get("message", ""), file=sys.stdout if reply.get("ok") else sys.stderr)
+    return int(reply.get("code", 1))
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    reply = _ask_manager(args, {"command": "reload"})
     print(reply.get("message", ""), file=sys.stdout if reply.get("ok") else sys.stderr)
     return int(reply.get("code", 1))
 
@@ -215,6 +224,7 @@ def _table(bots: list[dict[str, Any]]) -> str:
 HANDLERS = {
     "start_all": cmd_start_all,
     "check": cmd_check,
+    "reload": cmd_reload,
     **dict.fromkeys(ACTIONS, cmd_action),
     **dict.fromkeys(QUERIES, cmd_query),
 }
