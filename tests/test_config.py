@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import sys
@@ -7,10 +8,12 @@ from pathlib import Path
 
 import attrs
 import pytest
+import yaml
 from helpers import cli, make_config, write_config
 
 from trio_orchestrator.config import (
     BotConfig,
+    Config,
     GlobalSettings,
     Hooks,
     RestartPolicy,
@@ -586,11 +589,25 @@ def test_check_says_which_program_each_bot_runs(tmp_path):
     )
 
 
+ROOT = Path(__file__).parent.parent
+
+
 def test_example_config_passes_check():
-    example = Path(__file__).parent.parent / "bot_config-example.yaml"
-    result = cli(example, "check")
+    result = cli(ROOT / "bot_config-example.yaml", "check")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+
+
+def test_commented_out_examples_are_valid_and_every_key_is_documented():
+    example = ROOT / "bot_config-example.yaml"
+    text = re.sub(r"^(\s*)# (\s*[A-Za-z_]+:)", r"\1\2", example.read_text(), flags=re.M)
+    config = Config.from_mapping(yaml.safe_load(text), example)
+    assert "Web" in config.bots and config.settings.hooks.on_update is not None
+    assert config.warnings == ()
+    readme = (ROOT / "README.md").read_text()
+    for cls in (GlobalSettings, BotConfig, Hooks):
+        for field in attrs.fields(cls):
+            assert field.name == "name" or f"`{field.name}`" in readme, field.name
 
 
 def test_start_all_prints_each_config_warning_once(tmp_path, manager_factory):
