@@ -221,10 +221,10 @@ def _listen_address(_instance: object, _attribute: object, value: str) -> None:
             raise ValueError(f"not an IPv6 address in brackets: {value!r}") from None
 
 
-def _optional_number(default: float | None, bound: Callable[[float], Any]) -> Any:
-    """A float field that may be null, e.g. a feature that is off by default."""
+def _optional_number(bound: Callable[[object, object, float], None]) -> Any:
+    """A float field that is None by default: a feature that is off unless set."""
     return attrs.field(
-        default=default,
+        default=None,
         converter=converters.optional(_number),
         validator=validators.optional(bound),
     )
@@ -287,9 +287,9 @@ class GlobalSettings:
         default=300.0, converter=_number, validator=validators.ge(0)
     )
     # None: count consecutive restarts (SPEC 4); seconds: count restarts within the window.
-    restart_window: float | None = _optional_number(None, validators.gt(0))
+    restart_window: float | None = _optional_number(validators.gt(0))
     # None: a failed bot stays down; seconds: it is started again after the cooldown.
-    failed_cooldown: float | None = _optional_number(None, validators.gt(0))
+    failed_cooldown: float | None = _optional_number(validators.gt(0))
     hooks: Hooks = attrs.field(
         default=Hooks(), validator=validators.instance_of(Hooks), metadata={_SECTION: Hooks}
     )
@@ -355,9 +355,9 @@ class BotConfig:
     failed_cooldown: float | None = _inherited("failed_cooldown")
     hooks: Hooks = _inherited("hooks")  # noqa: RUF009 (an attrs.field)
     rollback_window: float = _inherited("rollback_window")
-    heartbeat_timeout: float | None = _optional_number(None, validators.gt(0))
+    heartbeat_timeout: float | None = _optional_number(validators.gt(0))
     # None: the same as heartbeat_timeout.
-    heartbeat_grace: float | None = _optional_number(None, validators.ge(0))
+    heartbeat_grace: float | None = _optional_number(validators.ge(0))
     max_memory: int | None = attrs.field(
         default=None,
         converter=converters.optional(parse_size),
@@ -421,6 +421,11 @@ def resolve_executable(word: str, directory: str | os.PathLike[str]) -> str | No
 
 @attrs.frozen
 class Config:
+    """A whole configuration file: build it with :func:`load_config` or :meth:`from_mapping`.
+
+    ``warnings`` are one line each, naming the file (and the bot), for the CLI to print.
+    """
+
     path: Path
     settings: GlobalSettings
     bots: Mapping[str, BotConfig]
@@ -571,8 +576,9 @@ class _Parser:
             message = f"bad bot name {name!r}: use only letters, digits, '_', '.' and '-'"
             self.error(message, bot=str(name))
             return None
+        raw = {} if raw is None else raw
         errors_before = len(self.errors)
-        values = self.section(BotConfig, {} if raw is None else raw, bot=name)
+        values = self.section(BotConfig, raw, bot=name)
         if values is None or len(self.errors) > errors_before:
             return None
         inherited = {
