@@ -167,8 +167,10 @@ def _env(value: object) -> tuple[tuple[str, str], ...]:
 
 
 def _stop_signal(value: object) -> object:
-    """``TERM``, ``SIGTERM`` or ``term`` -> ``signal.SIGTERM``; anything else is left to
-    the validators, which name the allowed signals."""
+    """``TERM``, ``SIGTERM`` or ``term`` -> ``signal.SIGTERM``.
+
+    Anything else is left to the validators, whose message names the allowed signals.
+    """
     if isinstance(value, str):
         name = value.strip().upper()
         by_name = {sig.name: sig for sig in STOP_SIGNALS}
@@ -185,9 +187,11 @@ def _restart_policy(value: object) -> object:
 
 
 def parse_size(value: object) -> int:
-    """Return a byte count from ``10MB`` (units of 10**6), ``10MiB``, ``10M`` or ``10m``
-    (units of 2**20, as systemd and docker read a bare letter), ``512k``, ``1.5GiB``, or an
-    int. Units are k, M, G, T in any case.
+    """Return the byte count that *value* means.
+
+    ``10MB`` is 10 * 10**6; ``10MiB``, ``10Mi``, ``10M`` and ``10m`` are 10 * 2**20 (a bare
+    letter is binary, as systemd and docker read it); ``512k``, ``1.5GiB`` and ``4096``
+    work too. Units are k, M, G and T in any case; an int is taken as bytes.
 
     Raises:
         TypeError: *value* is neither an int nor a string.
@@ -639,8 +643,11 @@ class _Parser:
         return raw
 
     def resolve_paths(self, values: dict[str, Any]) -> dict[str, Any]:
-        """Make *values*' paths absolute: the config's directory anchors ``directory`` and a
-        ``python`` path; the bot's directory anchors ``env_file``."""
+        """Make the paths in a bot's *values* absolute.
+
+        The config's directory anchors ``directory`` and a ``python`` path (SPEC 2); the
+        bot's directory anchors ``env_file``, as it does a command's program.
+        """
         values["directory"] = _resolve(self.path.parent, values["directory"])
         if "/" in values.get("python", ""):
             values["python"] = str(_resolve(self.path.parent, values["python"]))
