@@ -611,6 +611,9 @@ def _setup_logging(log_directory: Path, sink: OutputSink) -> list[logging.Handle
     file_handler = logging.FileHandler(log_directory / "bot_manager.log", encoding="utf-8")
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     console_handler = ConsoleLogHandler(sink)
+    # A record logged with extra={"console": False} goes to the file only: the config
+    # warnings, which the CLI has printed already.
+    console_handler.addFilter(lambda record: getattr(record, "console", True))
     console_handler.setFormatter(
         logging.Formatter("%(asctime)s [trio-orch] %(message)s", datefmt="%H:%M:%S")
     )
@@ -651,7 +654,7 @@ def run_manager(config: Config, paths: Paths, color_mode: str) -> int:
             ) from None
         stack.callback(_remove_handlers, handlers)
         for warning in config.warnings:
-            LOGGER.warning("%s", warning)
+            LOGGER.warning("%s", warning, extra={"console": False})
         supervisor = Supervisor(config=config, paths=paths, store=store, stored=stored, sink=sink)
         try:
             # Until the signal task takes SIGINT over, a Ctrl-C raises KeyboardInterrupt;
