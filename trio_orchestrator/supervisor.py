@@ -23,7 +23,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +53,7 @@ from trio_orchestrator.state import (
     now_iso,
     records_for,
 )
+from trio_orchestrator.views import Paths, bot_info
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -70,56 +70,6 @@ SHUTDOWN_ROUNDS = 3
 # Set in every bot's environment to the db's path: how the next manager of this db finds
 # bots whose pid a killed manager had not recorded yet.
 DB_TAG_VARIABLE = "TRIO_ORCH_DB"
-
-
-@attrs.frozen
-class Paths:
-    config: Path
-    db: Path
-    commands: Path
-    socket: Path
-
-    @classmethod
-    def resolve(
-        cls,
-        config: Path,
-        db: Path | None = None,
-        commands: Path | None = None,
-        socket: Path | None = None,
-    ) -> Paths:
-        """SPEC 2: everything beside the config by default, the socket beside the db."""
-        config = config.absolute()
-        db = (db or config.parent / "bot_states.db").absolute()
-        return cls(
-            config=config,
-            db=db,
-            commands=(commands or config.parent / "bot_commands.txt").absolute(),
-            socket=(socket or db.parent / ".trio-orch.sock").absolute(),
-        )
-
-
-def bot_info(bot: BotConfig, record: BotRecord, runner: BotRunner | None = None) -> dict[str, Any]:
-    """The JSON object for one bot (SPEC 6.1), from its record and live runner."""
-    uptime = None
-    if runner is not None and runner.pid is not None and runner.started_at is not None:
-        uptime = round(time.time() - runner.started_at, 1)
-    return {
-        "name": bot.name,
-        "state": record.state,
-        "pid": record.pid,
-        "start_count": record.start_count,
-        "restarts": record.restarts,
-        "last_exit_code": record.last_exit_code,
-        "last_exit_time": record.last_exit_time,
-        "last_start_time": record.last_start_time,
-        "uptime": uptime,
-        "description": bot.description,
-        "restart": bot.restart,
-        "autostart": bot.autostart,
-        "preserved": record.preserved_state,
-        "last_update": record.update_outcome,
-        "commit": record.update_commit,
-    }
 
 
 class StateWriter:
