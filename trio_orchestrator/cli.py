@@ -41,12 +41,12 @@ SHELLS = ("bash", "zsh")
 # Commands and what their positional arguments are, for the parser and the completion
 # scripts: "bots" (names from the config), "shells", "directories" or None.
 ACTIONS = {
-    "start": "start a bot",
-    "stop": "stop a bot (SIGTERM to its process group, SIGKILL after stop_timeout)",
-    "restart": "stop a bot, then start it again",
-    "pause": "pause a bot (SIGSTOP to its process group)",
-    "resume": "resume a paused bot (SIGCONT)",
-    "update": "git-update a bot now; restart it if its commit changed",
+    "start": ("start a bot", "A user start also resets the bot's restart count."),
+    "stop": ("stop a bot", "SIGTERM to its process group, then SIGKILL after stop_timeout."),
+    "restart": ("stop a bot, then start it again", ""),
+    "pause": ("pause a bot", "SIGSTOP to its process group; `resume` continues it."),
+    "resume": ("resume a paused bot", "SIGCONT to its process group."),
+    "update": ("git-update a bot now", "Restarts the bot if its commit changed."),
 }
 QUERIES = ("status", "list", "status_all")
 JSON_HELP = "print JSON instead of a table (default: table)"
@@ -95,7 +95,7 @@ def _add_name(sub: argparse.ArgumentParser) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trio-orch",
-        description="Supervise long-running Python bots: start, stop, restart them, keep "
+        description="Supervise long-running Python bots: start, stop and restart them, keep\n"
         "them alive, and show what they do.",
         epilog=EPILOG,
         formatter_class=_FORMATTER,
@@ -144,12 +144,14 @@ def _parser() -> argparse.ArgumentParser:
         "with `autostart: true`. Ctrl-C stops them all and exits 0.",
     )
     _add_command(commands, "check", "validate the config and start nothing")
-    for action, summary in ACTIONS.items():
+    for action, (summary, details) in ACTIONS.items():
         sub = _add_command(
             commands,
             action,
-            f"{summary} (asks the running manager)",
-            f"example: trio-orch {action} Example",
+            summary,
+            (f"{details}\n" if details else "")
+            + "Asks the running manager (exit 3 if none runs).\n\n"
+            + f"example: trio-orch {action} Example",
         )
         _add_name(sub)
     status = _add_command(
