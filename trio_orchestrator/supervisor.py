@@ -240,10 +240,9 @@ class Supervisor:
         self.records[name] = record
         if transition.message:
             self._messages[name] = transition.message
+        detail = self._event_detail(transition, previous.state, record)
         try:
-            await self._writer.commit(
-                Write(record, transition.state.value, transition.message or None)
-            )
+            await self._writer.commit(Write(record, transition.state.value, detail))
         except StateError as exc:
             LOGGER.warning("%s %s not saved: %s", name, transition.state, exc)
         self._log_transition(name, transition, previous.state, record)
@@ -279,6 +278,20 @@ class Supervisor:
             preserve = transition.stop_reason is StopReason.SHUTDOWN
             changes.update(is_running=False, preserved_state=preserve)
         return changes
+
+    @staticmethod
+    def _event_detail(transition: Transition, previous: str, record: BotRecord) -> str | None:
+        """The history entry's detail: the pid of a start, the reason of an exit."""
+        state = transition.state
+        if state is BotState.RUNNING and previous == BotState.PAUSED:
+            return f"resumed (pid {record.pid})"
+        if state is BotState.RUNNING:
+            return f"pid {record.pid}, start #{record.start_count}"
+        if state in (BotState.PAUSED, BotState.STOPPING):
+            return f"pid {transition.pid}"
+        if state is BotState.STOPPED and transition.exit_code is not None:
+            return f"{transition.reason or 'stopped'} ({describe_exit(transition.exit_code)})"
+        return transition.message or None
 
     @staticmethod
     def _log_transition(name: str, transition: Transition, previous: str, record: BotRecord):
@@ -350,6 +363,10 @@ class Supervisor:
             runners = self._runners_named(command)  # every name checked before acting
             if command.action is Action.STATUS:
                 return {"ok": True, "code": 0, "message": "", "bot": self.info(command.name)}
+            if command.action is Action.HISTORY:
+                name = runners[0].name
+                events = await self._db(self.store.history, name, command.limit)
+                return {"ok": True, "code": 0, "message": "", "name": name, "events": events}
             handler = self._HANDLERS.get(command.action)
             if handler is None:
                 raise ActionFailed(f"{command.action.value!r} is not a bot action")
@@ -487,7 +504,7 @@ class Supervisor:
     def info(self, name: str) -> dict[str, Any]:
         runner = self.runners[name]
         started_at = runner.started_at if runner.pid is not None else None
-        return bot_info(self.config.bots[name], self.records[name], started_at)
+        return bot_info(self.config.bots[name], self.records[name], started_at, runner.next_restart)
 
     def all_info(self) -> list[dict[str, Any]]:
         return [self.info(name) for name in self.config.bots]
