@@ -195,6 +195,13 @@ def cmd_query(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _update_text(bot: dict[str, Any]) -> str | None:
+    if not bot.get("last_update"):
+        return None
+    commit = f" (commit {bot['commit'][:12]})" if bot.get("commit") else ""
+    return f"{bot['last_update']}{commit}"
+
+
 def _details(bot: dict[str, Any]) -> str:
     """``status NAME``: one ``key: value`` line per field, the why-and-when ones included."""
     fields = [
@@ -209,7 +216,7 @@ def _details(bot: dict[str, Any]) -> str:
         ("last exit time", bot.get("last_exit_time")),
         ("next restart", bot.get("next_restart")),
         ("restart policy", bot.get("restart")),
-        ("last update", bot.get("last_update")),
+        ("last update", _update_text(bot)),
         ("description", bot.get("description")),
     ]
     if bot.get("last_exit_reason") is None and bot.get("last_exit_code") is not None:
