@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from trio_orchestrator import __version__
 from trio_orchestrator.commands import ALL
 from trio_orchestrator.errors import (
+    EXIT_ACTION_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     ActionFailed,
@@ -211,7 +212,47 @@ def _parser() -> argparse.ArgumentParser:
     )
     completion.add_argument("shell", choices=SHELLS, help="the shell to complete for")
     commands.add_parser("_bots")  # hidden: the bot names, for the completion scripts
+    _add_ops_parsers(commands)
     return parser
+
+
+def _add_ops_parsers(commands: argparse._SubParsersAction) -> None:
+    """``logs [NAME] [-n N] [-f]`` and ``history NAME [-n N] [--json]`` (issue 11)."""
+    logs = _add_command(
+        commands,
+        "logs",
+        "print the last lines of a bot's log, or the manager's (-f: follow)",
+        "Reads the log files, with or without a running manager; follows across\n"
+        "rotations until Ctrl-C.\n\nexamples: trio-orch logs Example -n 50\n"
+        "          trio-orch logs -f",
+    )
+    logs.add_argument("name", nargs="?", metavar="NAME", help="a bot (default: the manager)")
+    logs.add_argument(
+        "-n", "--lines", type=_count, default=20, metavar="N", help="lines to print (default: 20)"
+    )
+    logs.add_argument("-f", "--follow", action="store_true", help="follow until Ctrl-C")
+    history = _add_command(
+        commands,
+        "history",
+        "show a bot's recorded events, newest last",
+        "Starts, exits with their reason, updates and reloads, from the manager or the db.\n\n"
+        "example: trio-orch history Example -n 50 --json",
+    )
+    _add_name(history)
+    history.add_argument(
+        "-n", "--lines", type=_count, default=20, metavar="N", help="events (default: 20; 0: all)"
+    )
+    history.add_argument("--json", action="store_true", help=JSON_HELP)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a whole number >= 0: {text!r}")
+    return value
 
 
 # ----- helpers -----
@@ -399,6 +440,9 @@ def cmd_query(args: argparse.Namespace) -> int:
     if args.json:
         document = {"manager": manager, **bots[0]} if name else {"manager": manager, "bots": bots}
         print(json.dumps(document, indent=2))
+    elif name:
+        print(f"manager: {manager}")
+        print(_details(bots[0]))
     else:
         print(f"manager: {manager}")
         print(_table(bots))
@@ -463,7 +507,8 @@ def _completion_spec() -> dict[str, Any]:
     """What the completion scripts complete, taken from the same tables as the parser."""
     commands = {"start_all": None, "check": None}
     commands.update(dict.fromkeys(ACTIONS, "bots"))
-    commands.update({"status": "bots", "list": None, "status_all": None})
+    commands.update({"status": "bots", "list": None, "status_all": None, "reload": None})
+    commands.update({"history": "bots", "logs": "bots"})
     commands.update({"init": "directories", "completion": "shells"})
     parser = _parser()
     subparsers = next(
@@ -498,6 +543,38 @@ _SUMMARY_ORDER = (
     "failed",
     "stopped",
 )
+
+
+def _update_text(bot: dict[str, Any]) -> str | None:
+    if not bot.get("last_update"):
+        return None
+    commit = f" (commit {bot['commit'][:12]})" if bot.get("commit") else ""
+    return f"{bot['last_update']}{commit}"
+
+
+def _details(bot: dict[str, Any]) -> str:
+    """``status NAME``: one ``key: value`` line per field, the why-and-when ones included."""
+    fields = [
+        ("name", bot["name"]),
+        ("state", bot["state"]),
+        ("pid", bot["pid"]),
+        ("uptime", _duration(bot.get("uptime")) if bot.get("uptime") is not None else None),
+        ("last start", bot.get("last_start_time")),
+        ("starts", bot["start_count"]),
+        ("restarts", bot["restarts"]),
+        ("last exit", bot.get("last_exit_reason")),
+        ("last exit time", bot.get("last_exit_time")),
+        ("next restart", bot.get("next_restart")),
+        ("restart policy", bot.get("restart")),
+        ("last update", _update_text(bot)),
+        ("description", bot.get("description")),
+    ]
+    if bot.get("last_exit_reason") is None and bot.get("last_exit_code") is not None:
+        fields[7] = ("last exit", f"code {bot['last_exit_code']}")
+    width = max(len(key) for key, _ in fields) + 1
+    return "\n".join(
+        f"{key + ':':<{width}} {'-' if value in (None, '') else value}" for key, value in fields
+    )
 
 
 def _duration(seconds: float | None) -> str:
@@ -570,6 +647,67 @@ def _summary(bots: list[dict[str, Any]]) -> str:
     return _plural(len(bots), "bot") + (f": {parts}" if parts else "")
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Print the last lines of a log and, with ``-f``, follow it until Ctrl-C (exit 0).
+    Reads the files only: it works with or without a running manager."""
+    from trio_orchestrator import logtail
+
+    config = _load_config(args)
+    name = None if args.name is None else config.bot(args.name).name
+    path = logtail.log_path(config.settings.log_directory, name)
+    out = sys.stdout.buffer
+
+    def write(data: bytes) -> None:
+        out.write(data)
+        out.flush()
+
+    if not args.follow:
+        lines = logtail.tail(path, args.lines)
+        if not lines and not path.exists():
+            print(f"trio-orch: no log yet at {path}", file=sys.stderr)
+            return EXIT_ACTION_FAILED
+        write(b"".join(lines))
+        return EXIT_OK
+    try:
+        logtail.follow(path, write, args.lines)
+    except KeyboardInterrupt:
+        return EXIT_OK  # Ctrl-C is how following ends
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """A bot's recorded events, newest last: from the manager, or the db when none runs."""
+    try:
+        message = {"command": "history", "names": [args.name], "lines": args.lines}
+        reply = _ask_manager(args, message)
+        if not reply.get("ok"):
+            print(reply.get("message", ""), file=sys.stderr)
+            return int(reply.get("code", 1))
+        manager, name, events = "running", reply["name"], reply["events"]
+    except ManagerNotRunning:
+        from trio_orchestrator.state import StateStore
+
+        manager = "not running"
+        name = _load_config(args).bot(args.name).name
+        events = []
+        db_path = _paths(args).db
+        if db_path.exists():
+            store = StateStore(db_path, readonly=True)
+            try:
+                events = store.history(name, args.lines)
+            finally:
+                store.close()
+    if args.json:
+        print(json.dumps({"manager": manager, "name": name, "events": events}, indent=2))
+        return EXIT_OK
+    print(f"manager: {manager}")
+    for event in events:
+        print(f"{event['time']}  {event['event']:<8}  {event['detail'] or ''}".rstrip())
+    if not events:
+        print(f"no recorded events for {name}")
+    return EXIT_OK
+
+
 HANDLERS = {
     "start_all": cmd_start_all,
     "check": cmd_check,
@@ -579,6 +717,8 @@ HANDLERS = {
     "_bots": cmd_bots,
     **dict.fromkeys(ACTIONS, cmd_action),
     **dict.fromkeys(QUERIES, cmd_query),
+    "logs": cmd_logs,
+    "history": cmd_history,
 }
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from trio_orchestrator.envfile import EnvFileError, read_env_file
 from trio_orchestrator.errors import ActionFailed
 from trio_orchestrator.output import LineSplitter
 from trio_orchestrator.procfs import group_has_live_member
@@ -261,6 +262,8 @@ class BotRunner:
     restarts: int = attrs.field(init=False, default=0)
     last_exit_code: int | None = attrs.field(init=False, default=None)
     started_at: float | None = attrs.field(init=False, default=None)  # wall clock, for uptime
+    # Wall-clock time of the next automatic restart, while in backoff.
+    next_restart: float | None = attrs.field(init=False, default=None)
     run_handle: Run | None = attrs.field(init=False, default=None)
     _consecutive: int = attrs.field(init=False, default=0)
     _started_clock: float = attrs.field(init=False, default=0.0)  # trio clock, for health
@@ -286,6 +289,8 @@ class BotRunner:
         cancelled, so the db never misses a state the bot went through.
         """
         self.state = transition.state
+        if transition.state is not BotState.BACKOFF:
+            self.next_restart = None
         with trio.CancelScope(shield=True):
             await self.on_transition(self, transition)
 
@@ -353,6 +358,7 @@ class BotRunner:
             message = (
                 f"{reason}; restart {self._consecutive}/{bot.max_restart_attempts} in {delay:g}s"
             )
+            self.next_restart = time.time() + delay
             await self._report(Transition(BotState.BACKOFF, None, exit_code, reason, message))
             await trio.sleep(delay)
 
@@ -375,13 +381,17 @@ class BotRunner:
             await self.before_start(self.bot)
         async with trio.open_nursery() as nursery:
             try:
+                file_env = await self._read_env_file()
                 # Shielded: a stop that arrives during the spawn waits for the pid, then
                 # ends the process; cancelling the spawn itself could leave it unkillable.
                 with trio.CancelScope(shield=True):
-                    process = await nursery.start(self._run_process)
-            except OSError as exc:
-                self._spawn_error = f"cannot start: {(exc.strerror or str(exc)).lower()}"
-                self._spawn_short_of_resources = exc.errno in _RESOURCE_ERRNOS
+                    process = await nursery.start(self._run_process, file_env)
+            except (OSError, EnvFileError) as exc:
+                if isinstance(exc, EnvFileError):
+                    self._spawn_error = str(exc)  # names the file and why, never a value
+                else:
+                    self._spawn_error = f"cannot start: {(exc.strerror or str(exc)).lower()}"
+                self._spawn_short_of_resources = getattr(exc, "errno", None) in _RESOURCE_ERRNOS
                 if self.restarts or self._consecutive:
                     LOGGER.warning("%s: %s", self.name, self._spawn_error)
                 run.first_start.set()
@@ -445,8 +455,31 @@ class BotRunner:
             raise FileNotFoundError(errno.ENOENT, f"executable {argv[0]!r} not found in {where}")
         return [program, *argv[1:]]
 
-    async def _run_process(self, *, task_status: trio.TaskStatus[trio.Process]) -> None:
-        env = {**os.environ, **dict(self.bot.env), **dict(self.extra_env), "PYTHONUNBUFFERED": "1"}
+    async def _read_env_file(self) -> dict[str, str]:
+        """The bot's env file, read afresh for every start (in a worker thread).
+
+        Raises:
+            EnvFileError: missing, unreadable or malformed; the message never holds a value.
+
+        **Cancellation:** a stop during the read waits for the (short) read to end in
+        its thread, then raises ``Cancelled``.
+        """
+        path = self.bot.env_file
+        if path is None:
+            return {}
+        return await trio.to_thread.run_sync(read_env_file, path)
+
+    async def _run_process(
+        self, file_env: dict[str, str], *, task_status: trio.TaskStatus[trio.Process]
+    ) -> None:
+        # os.environ < env_file < env < the manager's tags. Never logged: it holds secrets.
+        env = {
+            **os.environ,
+            **file_env,
+            **dict(self.bot.env),
+            **dict(self.extra_env),
+            "PYTHONUNBUFFERED": "1",
+        }
         argv = await self._argv()
         with trio.CancelScope() as self._process_scope:
             await self.spawn(

@@ -232,6 +232,30 @@ class StateStore:
             raise StateError(f"state database {self.path}: {_describe(exc)}") from None
         return {row["bot_name"]: BotRecord.from_row(row) for row in rows}
 
+    def history(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """The bot's recorded events, newest last: the last *limit* (all if None or 0).
+
+        Each is ``{"time", "event", "detail"}``. A database without a history table (one
+        written by the original tool, opened read-only) has no events.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        sql = (
+            "SELECT time, event, detail FROM ("
+            " SELECT id, time, event, detail FROM bot_history WHERE bot_name = ?"
+            " ORDER BY id DESC LIMIT ?) ORDER BY id"
+        )
+        try:
+            rows = self._db.execute(sql, (name, limit or -1)).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise StateError(f"state database {self.path}: {_describe(exc)}") from None
+        except sqlite3.Error as exc:
+            raise StateError(f"state database {self.path}: {_describe(exc)}") from None
+        return [dict(row) for row in rows]
+
     def commit(self, writes: Iterable[Write]) -> None:
         """Write all *writes* in one transaction (one attempt; SQLite waits up to
         BUSY_TIMEOUT_MS for another process's lock).

@@ -332,7 +332,8 @@ class Supervisor:
         self.records[name] = record
         if transition.message:
             self._messages[name] = transition.message
-        await self._save(Write(record, transition.state.value, transition.message or None))
+        detail = self._event_detail(transition, previous.state, record)
+        await self._save(Write(record, transition.state.value, detail))
         self._log_transition(name, transition, previous.state, record)
 
     def _record_changes(
@@ -366,6 +367,20 @@ class Supervisor:
             preserve = transition.stop_reason is StopReason.SHUTDOWN
             changes.update(is_running=False, preserved_state=preserve)
         return changes
+
+    @staticmethod
+    def _event_detail(transition: Transition, previous: str, record: BotRecord) -> str | None:
+        """The history entry's detail: the pid of a start, the reason of an exit."""
+        state = transition.state
+        if state is BotState.RUNNING and previous == BotState.PAUSED:
+            return f"resumed (pid {record.pid})"
+        if state is BotState.RUNNING:
+            return f"pid {record.pid}, start #{record.start_count}"
+        if state in (BotState.PAUSED, BotState.STOPPING):
+            return f"pid {transition.pid}"
+        if state is BotState.STOPPED and transition.exit_code is not None:
+            return f"{transition.reason or 'stopped'} ({describe_exit(transition.exit_code)})"
+        return transition.message or None
 
     @staticmethod
     def _log_transition(name: str, transition: Transition, previous: str, record: BotRecord):
@@ -436,6 +451,10 @@ class Supervisor:
             runners = self._runners_named(command)  # every name checked before acting
             if command.action is Action.STATUS:
                 return {"ok": True, "code": 0, "message": "", "bot": self.info(command.name)}
+            if command.action is Action.HISTORY:
+                name = runners[0].name
+                events = await self._db(self.store.history, name, command.limit)
+                return {"ok": True, "code": 0, "message": "", "name": name, "events": events}
             handler = self._HANDLERS.get(command.action)
             if handler is None:
                 raise ActionFailed(f"{command.action.value!r} is not a bot action")
@@ -573,7 +592,7 @@ class Supervisor:
     def info(self, name: str) -> dict[str, Any]:
         runner = self.runners[name]
         started_at = runner.started_at if runner.pid is not None else None
-        return bot_info(runner.bot, self.records[name], started_at)
+        return bot_info(runner.bot, self.records[name], started_at, runner.next_restart)
 
     def all_info(self) -> list[dict[str, Any]]:
         # The runners, not the config: during a reload a removed bot may still be

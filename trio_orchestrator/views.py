@@ -6,6 +6,7 @@ importing trio, so they start as fast as the commands that ask the manager.
 
 from __future__ import annotations
 
+import datetime
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from trio_orchestrator.config import BotConfig
     from trio_orchestrator.state import BotRecord
 
-__all__ = ["Paths", "bot_info", "one_line_status", "recorded_process_alive"]
+__all__ = ["Paths", "bot_info", "iso_time", "one_line_status", "recorded_process_alive"]
 
 
 @attrs.frozen
@@ -48,9 +49,22 @@ class Paths:
         )
 
 
-def bot_info(bot: BotConfig, record: BotRecord, started_at: float | None = None) -> dict[str, Any]:
+def iso_time(timestamp: float | None) -> str | None:
+    """A wall-clock time as ``state.now_iso()`` writes it: local, with its UTC offset."""
+    if timestamp is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(timestamp).astimezone()
+    return moment.isoformat(timespec="milliseconds")
+
+
+def bot_info(
+    bot: BotConfig,
+    record: BotRecord,
+    started_at: float | None = None,
+    next_restart: float | None = None,
+) -> dict[str, Any]:
     """The JSON object for one bot (SPEC 6.1), from its record and, for a running bot,
-    the wall-clock time its process started."""
+    the wall-clock time its process started (and, in backoff, that of its next start)."""
     uptime = None if started_at is None else round(time.time() - started_at, 1)
     return {
         "name": bot.name,
@@ -63,6 +77,7 @@ def bot_info(bot: BotConfig, record: BotRecord, started_at: float | None = None)
         "last_exit_time": record.last_exit_time,
         "last_start_time": record.last_start_time,
         "uptime": uptime,
+        "next_restart": iso_time(next_restart) if record.state == "backoff" else None,
         "description": bot.description,
         "restart": str(bot.restart),
         "autostart": bot.autostart,
