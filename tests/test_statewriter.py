@@ -90,3 +90,39 @@ async def test_a_corrupt_db_fails_the_write_for_good(tmp_path):
                 await writer.commit(record("a", 1))
             writer.close()
     assert not failed.value.transient
+
+
+class FullDiskStore(StateStore):
+    """Commits fail as on a full disk (SQLITE_FULL) while ``full`` is set."""
+
+    full = True
+
+    def commit(self, writes):
+        if self.full:
+            raise StateError("database or disk is full", transient=True)
+        super().commit(writes)
+
+
+async def test_callers_are_answered_at_once_while_the_db_is_unavailable(tmp_path):
+    store = FullDiskStore(tmp_path / "s.db")
+    writer = StateWriter(store, trio.CapacityLimiter(1))  # commit_wait: 10 s
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            started = trio.current_time()
+            with pytest.raises(StateError, match="not saved yet"):
+                await writer.commit(record("a", 1))
+            first = trio.current_time() - started
+            started = trio.current_time()
+            with pytest.raises(StateError, match="not saved yet"):
+                await writer.commit(record("a", 2))
+            second = trio.current_time() - started
+            store.full = False
+            while not store.load_all():  # the next retry commits both, in order
+                await trio.sleep(0.05)
+            await writer.commit(record("b", 1))  # waited for again: the db is back
+            writer.close()
+    assert 0.9 < first < 3, first  # about UNAVAILABLE_AFTER_SECONDS, not commit_wait
+    assert second < 0.1, second
+    stored = store.load_all()
+    assert (stored["a"].start_count, stored["b"].start_count) == (2, 1)

@@ -4,6 +4,10 @@
 Each connection carries one request. A client that sends garbage, too much, or nothing
 gets an error reply (or is dropped after :data:`REQUEST_TIMEOUT`); it never disturbs the
 manager or other clients.
+
+:class:`ControlSocket` keeps the socket at its path: a socket removed (``rm``, a cleanup of
+``/tmp``) or replaced by another file is noticed within :data:`SOCKET_CHECK_SECONDS` and
+bound again, unless another live process answers there.
 """
 
 from __future__ import annotations
@@ -28,13 +32,15 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from pathlib import Path
 
-__all__ = ["REQUEST_TIMEOUT", "bind_control_socket", "serve_control"]
+__all__ = ["REQUEST_TIMEOUT", "ControlSocket", "bind_control_socket", "serve_control"]
 
 LOGGER = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = 10.0
 REPLY_TIMEOUT = 10.0
 MAX_CONCURRENT_CLIENTS = 256
+# How often the socket's path is checked for removal or replacement.
+SOCKET_CHECK_SECONDS = 2.0
 
 
 def _error(message: str, code: int = EXIT_USAGE) -> dict[str, Any]:
@@ -128,11 +134,15 @@ async def serve_control(
     listener: trio.SocketListener,
     handler: Callable[[Command], Awaitable[dict[str, Any]]],
     *,
+    handler_nursery: trio.Nursery | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Answer requests on *listener* with *handler* until cancelled.
 
-    **Cancellation:** closes the listener; requests in progress are cancelled.
+    Requests run in *handler_nursery* if given (they then outlive this task).
+
+    **Cancellation:** closes the listener; requests in progress are cancelled unless
+    they run in a *handler_nursery*.
     """
     limiter = trio.CapacityLimiter(MAX_CONCURRENT_CLIENTS)
 
@@ -144,7 +154,105 @@ async def serve_control(
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                     await stream.send_all(encode(reply))
 
-    await trio.serve_listeners(serve_one, [listener], task_status=task_status)
+    await trio.serve_listeners(
+        serve_one, [listener], handler_nursery=handler_nursery, task_status=task_status
+    )
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """What tells our socket file from a replacement: its device and inode."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
+
+
+@attrs.define(eq=False)
+class ControlSocket:
+    """The control socket at *path*, re-created if it is removed or replaced.
+
+    Build it with :meth:`bind` before any nursery opens (start-up errors stay plain).
+    """
+
+    path: Path
+    _listener: trio.SocketListener
+    _bound: tuple[int, int] | None  # the identity of the socket file we bound
+    check_interval: float = SOCKET_CHECK_SECONDS
+    _warned: str | None = None
+
+    @classmethod
+    async def bind(cls, path: Path) -> ControlSocket:
+        """Raises: as :func:`bind_control_socket`."""
+        listener = await bind_control_socket(path)
+        return cls(path, listener, _identity(path))
+
+    async def serve(
+        self,
+        handler: Callable[[Command], Awaitable[dict[str, Any]]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Answer requests with *handler*, and watch the path, until cancelled.
+
+        A re-created socket is served in place of the old one; requests in progress on
+        the old one finish.
+
+        **Cancellation:** closes the listener; requests in progress are cancelled.
+        """
+        async with trio.open_nursery() as nursery:
+            accepting = await self._accept(nursery, handler)
+            task_status.started()
+            while True:
+                await trio.sleep(self.check_interval)
+                if await trio.to_thread.run_sync(_identity, self.path) == self._bound:
+                    continue
+                try:
+                    listener = await bind_control_socket(self.path)
+                except ManagerRunning:
+                    self._warn("another process is answering there; leaving it alone")
+                    continue
+                except OrchestratorError as exc:
+                    self._warn(str(exc))
+                    continue
+                self._warned = None
+                self._bound = _identity(self.path)
+                accepting.cancel()  # closes the old listener; its requests go on
+                self._listener = listener
+                accepting = await self._accept(nursery, handler)
+                LOGGER.warning(
+                    "control socket %s was removed or replaced: control socket re-created",
+                    self.path,
+                )
+
+    async def _accept(
+        self, nursery: trio.Nursery, handler: Callable[[Command], Awaitable[dict[str, Any]]]
+    ) -> trio.CancelScope:
+        scope = trio.CancelScope()
+
+        async def accept(*, task_status: trio.TaskStatus[None]) -> None:
+            with scope:
+                await serve_control(
+                    self._listener, handler, handler_nursery=nursery, task_status=task_status
+                )
+
+        await nursery.start(accept)
+        return scope
+
+    def _warn(self, problem: str) -> None:
+        if problem != self._warned:  # once, not every check
+            LOGGER.warning(
+                "control socket %s is gone or replaced and cannot be re-created: %s",
+                self.path,
+                problem,
+            )
+            self._warned = problem
+
+    def unlink(self) -> None:
+        """Remove the socket file, if it is still ours."""
+        if _identity(self.path) == self._bound:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
 
 
 async def _answer(

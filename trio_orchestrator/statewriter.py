@@ -5,6 +5,12 @@ transition is committed before it is reported; yet 100 bots starting at once cos
 handful of transactions, not 100. A write that cannot be committed now (the db locked by
 another process, a full disk) stays queued in order and is retried with backoff, without
 holding the db's thread limiter while it waits.
+
+While the db is unavailable (a full disk, say), callers are not kept waiting: once commits
+have failed for :data:`UNAVAILABLE_AFTER_SECONDS`, every caller with a queued write, and
+every later one until a commit succeeds again, is told at once (``StateError``, transient)
+while its write stays queued. A ``stop X`` then answers in about a second from memory
+instead of waiting ``commit_wait`` for each of its transitions.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ RETRY_MAX_SECONDS = 5.0
 # How long a caller waits for its write while the db is unavailable before it is told
 # (StateError); the write itself stays queued and is committed when the db is back.
 COMMIT_WAIT_SECONDS = 10.0
+# Commits failing this long mean the db is unavailable: callers stop waiting for them.
+UNAVAILABLE_AFTER_SECONDS = 1.0
 # After close(), how long queued writes may still be retried before they are given up.
 CLOSE_GRACE_SECONDS = 5.0
 
@@ -37,7 +45,9 @@ CLOSE_GRACE_SECONDS = 5.0
 @attrs.define(eq=False)
 class _Pending:
     write: Write
-    done: trio.Event = attrs.Factory(trio.Event)
+    # Set once the write is committed, failed for good, or the db is found unavailable.
+    answered: trio.Event = attrs.Factory(trio.Event)
+    committed: bool = False
     error: StateError | None = None
 
 
@@ -48,33 +58,41 @@ class StateWriter:
     Args:
         store: the opened database.
         limiter: the db's ``CapacityLimiter(1)``, shared with the readers.
-        commit_wait: how long :meth:`commit` waits while the db is unavailable.
+        commit_wait: the longest :meth:`commit` waits for a write.
+        unavailable_after: how long commits must fail before callers stop waiting.
     """
 
     store: StateStore
     limiter: trio.CapacityLimiter
     commit_wait: float = COMMIT_WAIT_SECONDS
+    unavailable_after: float = UNAVAILABLE_AFTER_SECONDS
     _queue: deque[_Pending] = attrs.field(init=False, factory=deque)
     _wakeup: trio.Event = attrs.field(init=False, factory=trio.Event)
     _closed_at: float | None = attrs.field(init=False, default=None)
+    # Set while the db is known to be unavailable: callers are answered at once.
+    _unavailable: bool = attrs.field(init=False, default=False)
 
     async def commit(self, write: Write) -> None:
         """Queue *write* and return once it is committed.
 
         Raises:
             StateError: the write failed for good (a corrupt db), or is not committed
-                within ``commit_wait`` (it stays queued and is retried).
+                within ``commit_wait`` or while the db is unavailable (it stays queued
+                and is retried).
 
         **Cancellation:** only the wait is cancelled; the write stays queued.
         """
         pending = _Pending(write)
         self._queue.append(pending)
         self._wakeup.set()
-        with trio.move_on_after(self.commit_wait):
-            await pending.done.wait()
+        if self._unavailable:
+            await trio.lowlevel.checkpoint()
+        else:
+            with trio.move_on_after(self.commit_wait):
+                await pending.answered.wait()
         if pending.error is not None:
             raise pending.error
-        if not pending.done.is_set():
+        if not pending.committed:
             raise StateError(
                 "state not saved yet (the db is unavailable); retrying", transient=True
             )
@@ -121,6 +139,10 @@ class StateWriter:
                 if failing_since is None:
                     failing_since = trio.current_time()
                     LOGGER.warning("could not save state: %s; retrying", exc)
+                if trio.current_time() - failing_since >= self.unavailable_after:
+                    self._unavailable = True
+                    for pending in self._queue:  # stop keeping them waiting
+                        pending.answered.set()
                 if self._closed_at is not None and (
                     trio.current_time() - self._closed_at > CLOSE_GRACE_SECONDS
                 ):
@@ -134,6 +156,7 @@ class StateWriter:
                     trio.current_time() - failing_since,
                     len(batch),
                 )
+            self._unavailable = False
             self._finish(batch, None)
             return True
 
@@ -141,4 +164,5 @@ class StateWriter:
         for pending in batch:
             self._queue.popleft()
             pending.error = error
-            pending.done.set()
+            pending.committed = error is None
+            pending.answered.set()

@@ -33,7 +33,7 @@ from trio_orchestrator import gitupdate
 from trio_orchestrator.commandfile import CommandFile
 from trio_orchestrator.commands import Action, Command
 from trio_orchestrator.config import load_config
-from trio_orchestrator.control import bind_control_socket, serve_control
+from trio_orchestrator.control import ControlSocket
 from trio_orchestrator.errors import ActionFailed, ConfigError, OrchestratorError, StateError
 from trio_orchestrator.output import LogFiles, Printer, should_color
 from trio_orchestrator.procfs import process_start_ticks
@@ -141,7 +141,7 @@ class Supervisor:
             await self._serve(signals, task_status)
 
     async def _serve(self, signals: AsyncIterator[int], task_status: trio.TaskStatus[None]) -> None:
-        listener = await bind_control_socket(self.paths.socket)
+        control = await ControlSocket.bind(self.paths.socket)
         try:
             await self._recover()
             async with trio.open_nursery() as infrastructure:
@@ -151,7 +151,7 @@ class Supervisor:
                     async with trio.open_nursery() as root:
                         self._root = root
                         root.start_soon(self._handle_signals, signals)
-                        await root.start(serve_control, listener, self.execute)
+                        await root.start(control.serve, self.execute)
                         await root.start(self._read_command_file)
                         LOGGER.info(
                             "trio-orch manager running (pid %d, %d bot%s configured, socket %s)",
@@ -167,8 +167,7 @@ class Supervisor:
                     self._writer.close()
                     self.sink.send_channel.close()
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.paths.socket)
+            control.unlink()
 
     async def _recover(self) -> None:
         """End what a dead manager left running, then clear its stale pids in the db."""
