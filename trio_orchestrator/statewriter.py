@@ -32,7 +32,8 @@ __all__ = ["StateWriter"]
 LOGGER = logging.getLogger(__name__)
 
 RETRY_FIRST_SECONDS = 0.05
-RETRY_MAX_SECONDS = 5.0
+# Low enough that a db back from a full disk is written to again within seconds.
+RETRY_MAX_SECONDS = 2.0
 # How long a caller waits for its write while the db is unavailable before it is told
 # (StateError); the write itself stays queued and is committed when the db is back.
 COMMIT_WAIT_SECONDS = 10.0
@@ -69,6 +70,7 @@ class StateWriter:
     _queue: deque[_Pending] = attrs.field(init=False, factory=deque)
     _wakeup: trio.Event = attrs.field(init=False, factory=trio.Event)
     _closed_at: float | None = attrs.field(init=False, default=None)
+    _closing: trio.Event = attrs.field(init=False, factory=trio.Event)
     # Set while the db is known to be unavailable: callers are answered at once.
     _unavailable: bool = attrs.field(init=False, default=False)
 
@@ -100,6 +102,7 @@ class StateWriter:
     def close(self) -> None:
         """Stop once the queue is drained (or after CLOSE_GRACE_SECONDS of failures)."""
         self._closed_at = trio.current_time()
+        self._closing.set()  # a retry waiting out its delay tries once more now
         self._wakeup.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED):
@@ -143,11 +146,17 @@ class StateWriter:
                     self._unavailable = True
                     for pending in self._queue:  # stop keeping them waiting
                         pending.answered.set()
-                if self._closed_at is not None and (
-                    trio.current_time() - self._closed_at > CLOSE_GRACE_SECONDS
-                ):
-                    return False
-                await trio.sleep(delay)
+                wait = delay
+                if self._closed_at is not None:
+                    wait = self._closed_at + CLOSE_GRACE_SECONDS - trio.current_time()
+                    if wait <= 0:
+                        return False
+                    wait = min(delay, wait)
+                with trio.move_on_after(wait):
+                    if self._closed_at is None:
+                        await self._closing.wait()  # a close() tries once more at once
+                    else:
+                        await trio.sleep_forever()
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
                 continue
             if failing_since is not None:
