@@ -269,10 +269,14 @@ class CommandFile:
             yield
         except OSError as exc:
             message = str(exc) if exc.errno is None else f"{exc.strerror}: {exc.filename}"
+            if isinstance(exc, FileNotFoundError) and not self.path.parent.is_dir():
+                message = f"directory {self.path.parent} is missing; polling until it is back"
             if message != self._warned:  # say it once, not every poll
                 LOGGER.warning("command file: %s", message)
                 self._warned = message
         else:
+            if self._warned is not None:
+                LOGGER.info("command file %s is read again", self.path)
             self._warned = None
 
     async def poll(self) -> None:

@@ -362,6 +362,9 @@ def test_missing_command_directory_warns_once_and_polling_resumes(
         message="command ran",
     )
     resumed_seconds = time.monotonic() - started
+    log = manager_log(config)
+    assert f"directory {directory} is missing" in log, log
+    assert "is read again" in log, log
     assert manager.process.poll() is None
     assert manager.stop() == 0
     assert_no_traceback(manager.output())
