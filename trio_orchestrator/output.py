@@ -8,6 +8,7 @@ and a Python-level loop per line would make the manager the bottleneck.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections import deque
@@ -193,6 +194,7 @@ class LogFiles:
     def __init__(self, directory: Path):
         self.directory = directory
         self._files: dict[str, IO[bytes]] = {}
+        self._unopened: set[str] = set()  # bots whose log file could not be opened
 
     def write_batches(self, batches: list[tuple[str, bytes]]) -> None:
         """Write ``(bot_name, data)`` pairs, then flush so ``tail -f`` sees them."""
@@ -200,8 +202,21 @@ class LogFiles:
         for name, data in batches:
             handle = self._files.get(name)
             if handle is None:
-                os.makedirs(self.directory, exist_ok=True)
-                handle = self._files[name] = open(self.directory / f"{name}.log", "ab")  # noqa: SIM115
+                try:
+                    os.makedirs(self.directory, exist_ok=True)
+                    handle = self._files[name] = open(self.directory / f"{name}.log", "ab")  # noqa: SIM115
+                except OSError as exc:
+                    # Out of fds (EMFILE) with a low limit: lose these lines, not the
+                    # manager; the next batch tries again.
+                    if name not in self._unopened:
+                        logging.getLogger(__name__).warning(
+                            "cannot open the log file of %s: %s; its lines are lost meanwhile",
+                            name,
+                            exc.strerror or exc,
+                        )
+                        self._unopened.add(name)
+                    continue
+                self._unopened.discard(name)
             handle.write(data)
             touched.add(handle)
         for handle in touched:

@@ -31,6 +31,7 @@ import trio
 
 from trio_orchestrator.envfile import EnvFileError, read_env_file
 from trio_orchestrator.errors import ActionFailed
+from trio_orchestrator.fdlimit import SPARE_FDS, START_FDS, free_fds
 from trio_orchestrator.output import LineSplitter
 from trio_orchestrator.procfs import group_has_live_member
 
@@ -64,6 +65,8 @@ GROUP_POLL_SECONDS = 0.05
 # Spawn failures that say the machine is short of something (fds, processes, memory) for
 # now: they go through backoff like a crash instead of failing the bot at once.
 _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM}
+# Starts in flight in this process: each holds up to START_FDS descriptors for a moment.
+_starts_in_flight = 0
 # After SIGKILL, how long we wait for the group to disappear before giving up on it.
 SIGKILL_WAIT_SECONDS = 1.0
 
@@ -235,6 +238,27 @@ async def terminate_group(
     return True
 
 
+@contextlib.contextmanager
+def _start_in_flight():
+    global _starts_in_flight  # one manager per process
+    _starts_in_flight += 1
+    try:
+        yield
+    finally:
+        _starts_in_flight -= 1
+
+
+async def _check_spare_fds() -> None:
+    """Refuse a start that would leave the manager short of descriptors for itself.
+
+    Raises:
+        OSError: EMFILE, as a start that ran out of descriptors would (backoff follows).
+    """
+    free = await trio.to_thread.run_sync(free_fds)
+    if free is not None and free < SPARE_FDS + START_FDS * _starts_in_flight:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+
 @attrs.define(eq=False)
 class BotRunner:
     """Runs one bot. Create one per configured bot; it outlives individual runs.
@@ -360,6 +384,7 @@ class BotRunner:
             )
             self.next_restart = time.time() + delay
             await self._report(Transition(BotState.BACKOFF, None, exit_code, reason, message))
+            run.first_start.set()
             await trio.sleep(delay)
 
     def _end_reason(self, exit_code: int | None) -> str:
@@ -384,7 +409,7 @@ class BotRunner:
                 file_env = await self._read_env_file()
                 # Shielded: a stop that arrives during the spawn waits for the pid, then
                 # ends the process; cancelling the spawn itself could leave it unkillable.
-                with trio.CancelScope(shield=True):
+                with trio.CancelScope(shield=True), _start_in_flight():
                     process = await nursery.start(self._run_process, file_env)
             except (OSError, EnvFileError) as exc:
                 if isinstance(exc, EnvFileError):
@@ -394,7 +419,8 @@ class BotRunner:
                 self._spawn_short_of_resources = getattr(exc, "errno", None) in _RESOURCE_ERRNOS
                 if self.restarts or self._consecutive:
                     LOGGER.warning("%s: %s", self.name, self._spawn_error)
-                run.first_start.set()
+                if not self._spawn_short_of_resources:
+                    run.first_start.set()  # else once the backoff (and its reason) is recorded
                 return None
             pumps = (trio.CancelScope(shield=True), trio.CancelScope(shield=True))
             nursery.start_soon(self._pump, process.stdout, "stdout", pumps[0])
@@ -481,6 +507,7 @@ class BotRunner:
             "PYTHONUNBUFFERED": "1",
         }
         argv = await self._argv()
+        await _check_spare_fds()
         with trio.CancelScope() as self._process_scope:
             await self.spawn(
                 argv,

@@ -35,6 +35,7 @@ from trio_orchestrator.commands import Action, Command
 from trio_orchestrator.config import load_config
 from trio_orchestrator.control import ControlSocket
 from trio_orchestrator.errors import ActionFailed, ConfigError, OrchestratorError, StateError
+from trio_orchestrator.fdlimit import raise_fd_limit
 from trio_orchestrator.output import LogFiles, Printer, should_color
 from trio_orchestrator.procfs import process_start_ticks
 from trio_orchestrator.recovery import DB_TAG_VARIABLE, end_orphans, reset_records, restored_state
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from trio_orchestrator.config import BotConfig, Config
+    from trio_orchestrator.fdlimit import FdLimit
     from trio_orchestrator.views import Paths
 
 __all__ = ["Supervisor", "run_manager"]
@@ -655,6 +657,7 @@ def run_manager(config: Config, paths: Paths, color_mode: str) -> int:
         ManagerRunning: another manager owns the db.
         StateError: the db is unusable.
     """
+    fd_limit = raise_fd_limit()  # first: the db, logs and sockets count against it
     with contextlib.ExitStack() as stack:
         lock = OwnerLock(paths.db)
         lock.acquire()
@@ -674,6 +677,7 @@ def run_manager(config: Config, paths: Paths, color_mode: str) -> int:
         stack.callback(_remove_handlers, handlers)
         for warning in config.warnings:
             LOGGER.warning("%s", warning, extra={"console": False})
+        _log_fd_limit(fd_limit, len(config.bots))
         supervisor = Supervisor(config=config, paths=paths, store=store, stored=stored, sink=sink)
         try:
             # Until the signal task takes SIGINT over, a Ctrl-C raises KeyboardInterrupt;
@@ -686,6 +690,20 @@ def run_manager(config: Config, paths: Paths, color_mode: str) -> int:
                 raise KeyboardInterrupt from None
             raise
     return 0
+
+
+def _log_fd_limit(limit: FdLimit, bots: int) -> None:
+    if limit.error is not None:
+        LOGGER.warning("could not raise the open files limit: %s", limit.error)
+    if limit.room_for_bots < bots:
+        LOGGER.warning(
+            "%s, %d configured: some will fail to start with 'too many open files' "
+            "(raise the hard limit: ulimit -Hn, LimitNOFILE= in a systemd unit)",
+            limit.describe(),
+            bots,
+        )
+    else:
+        LOGGER.info("%s", limit.describe())
 
 
 def _remove_handlers(handlers: list[logging.Handler]) -> None:

@@ -478,14 +478,17 @@ def test_hard_fd_limit_too_low_for_all_bots(tmp_path, marker, spawned):
         reply = ask(sock, {"command": "stop", "name": name})
         assert reply["ok"], reply
     started = time.monotonic()
-    wait_for(
-        lambda: _count_states(sock).get("running", 0) >= running,
-        10,
-        0.2,
-        message="others took the freed fds",
-    )
+    others = [name for name, info in bots_of(sock).items() if info["state"] == "backoff"]
+
+    def others_up():
+        states = bots_of(sock)
+        return sum(states[name]["state"] == "running" for name in others)
+
+    wait_for(others_up, 10, 0.2, message="bots in backoff took the freed fds")
     refill_seconds = time.monotonic() - started
+    time.sleep(2)
     final = _count_states(sock)
+    came_up = others_up()
     process.send_signal(signal.SIGTERM)
     code = process.wait(30)
     output = (tmp_path / "manager.out").read_text() + (tmp_path / "manager.err").read_text()
@@ -497,7 +500,8 @@ def test_hard_fd_limit_too_low_for_all_bots(tmp_path, marker, spawned):
         states_first=first,
         stopped=len(stopped),
         states_after=final,
-        others_up_after_s=f"{refill_seconds:.2f}",
+        others_up=came_up,
+        first_other_up_after_s=f"{refill_seconds:.2f}",
     )
 
 
