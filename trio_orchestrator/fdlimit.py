@@ -2,9 +2,9 @@
 ``minfds`` and systemd do, and turned into a number of bots.
 
 Each running bot costs the manager :data:`FDS_PER_BOT` descriptors (measured from
-``/proc/self/fd`` in ``tests/test_fdlimit.py``): the read ends of its stdout and stderr
-pipes, the pidfd trio waits on, and its log file. A start briefly needs a few more (the
-write ends, ``/dev/null``, the exec error pipe).
+``/proc/PID/fd`` in ``tests/integration/test_machine_faults.py``): the read ends of its
+stdout and stderr pipes, the pidfd trio waits on, and its log file. A start briefly needs a
+few more (the write ends, ``/dev/null``, the exec error pipe): :data:`START_FDS`.
 """
 
 from __future__ import annotations

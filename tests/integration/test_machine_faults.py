@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -25,6 +26,7 @@ import pytest
 from helpers import CLI, cli, processes_with, wait_for, write_bot, write_config
 
 from trio_orchestrator.client import request, socket_address
+from trio_orchestrator.fdlimit import FDS_PER_BOT, RESERVED_FDS, raise_fd_limit
 from trio_orchestrator.statewriter import CLOSE_GRACE_SECONDS
 
 pytestmark = pytest.mark.faults
@@ -81,6 +83,11 @@ def bots_of(sock: Path) -> dict[str, dict]:
 def manager_log(config: Path) -> str:
     path = config.parent / "logs" / "bot_manager.log"
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+def bot_log(directory: Path, name: str) -> bytes:
+    path = directory / "logs" / f"{name}.log"
+    return path.read_bytes() if path.exists() else b""
 
 
 def assert_no_traceback(text: str) -> None:
@@ -564,3 +571,34 @@ def test_stopped_and_continued_manager_loses_nothing(tmp_path, marker, manager_f
         answered_after_cont_s=f"{answer_seconds:.2f}",
         restarts=0,
     )
+
+
+def test_a_running_bot_costs_the_manager_fds_per_bot_descriptors(tmp_path, marker, manager_factory):
+    write_bot(tmp_path / "s", SLEEPER)
+    config = write_config(
+        tmp_path / "bot_config.yaml",
+        {f"B{index}": bot(tmp_path / "s", marker, autostart=False) for index in range(5)},
+    )
+    manager = manager_factory(config).wait_ready()
+    pid = manager.process.pid
+    idle = len(os.listdir(f"/proc/{pid}/fd"))
+    for index in range(5):
+        assert ask(manager.socket, {"command": "start", "name": f"B{index}"})["ok"]
+    wait_for(lambda: all(bot_log(tmp_path, f"B{index}") for index in range(5)), 10)
+    busy = len(os.listdir(f"/proc/{pid}/fd"))
+    assert manager.stop() == 0
+    report("fds per bot", idle=idle, five_running=busy, per_bot=(busy - idle) / 5)
+    assert busy - idle == 5 * FDS_PER_BOT
+
+
+def test_raise_fd_limit_raises_the_soft_limit_to_the_hard_one():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(64, hard), hard))
+    try:
+        limit = raise_fd_limit()
+        assert limit.previous == min(64, hard)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == limit.soft == hard
+        assert f"(raised from {limit.previous})" in limit.describe() or hard == 64
+        assert limit.room_for_bots == (hard - RESERVED_FDS) // FDS_PER_BOT
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
