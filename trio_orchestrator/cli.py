@@ -41,7 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--socket", type=Path, help="control socket (.trio-orch.sock)")
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("start_all", help="run the manager in the foreground")
+    start_all = commands.add_parser("start_all", help="run the manager in the foreground")
+    start_all.add_argument(
+        "--timestamps", action="store_true", help="timestamp each bot line on the console too"
+    )
     commands.add_parser("check", help="validate the config")
     for action in ACTIONS:
         sub = commands.add_parser(action, help=f"{action} a bot in the running manager")
@@ -88,7 +91,7 @@ def cmd_start_all(args: argparse.Namespace) -> int:
     from trio_orchestrator.supervisor import run_manager
 
     config = _load_config(args)
-    return run_manager(config, _paths(args), args.color)
+    return run_manager(config, _paths(args), args.color, args.timestamps)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
