@@ -384,13 +384,22 @@ class LogFile:
 
     def _rotate(self) -> None:
         self._close()
+        # Freeing the blocks of a dropped 10 MiB file takes a file system tens of
+        # milliseconds: it is renamed out of the way (metadata only, like the other
+        # renames here) and deleted in a thread of its own, once per rotation.
+        dropped = f"{self.path}.{self.backups}" if self.backups else str(self.path)
+        doomed = f"{self.path}.deleting"
+        try:
+            os.replace(dropped, doomed)
+        except FileNotFoundError:
+            pass
+        else:
+            threading.Thread(target=_unlink_quietly, args=(doomed,), daemon=True).start()
         if self.backups:
             for number in range(self.backups - 1, 0, -1):
                 with contextlib.suppress(FileNotFoundError):
                     os.replace(f"{self.path}.{number}", f"{self.path}.{number + 1}")
             os.replace(self.path, f"{self.path}.1")
-        else:
-            os.unlink(self.path)
         self._open()
 
     def _write_all(self, chunk: bytes) -> None:
@@ -405,6 +414,11 @@ class LogFile:
                     os.ftruncate(self._fd, self._size)
             raise
         self._size += written
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 class LogFiles:
