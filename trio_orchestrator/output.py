@@ -1,9 +1,10 @@
 """Turning bot output into prefixed lines: splitting, decoding, colouring, log files.
 
-Pure and synchronous (no trio). The async plumbing that moves these bytes between tasks lives in
-:mod:`trio_orchestrator.sink`. Everything here works on whole batches of lines with one
-``join`` per batch, because a chatty bot produces hundreds of thousands of lines a second
-and a Python-level loop per line would make the manager the bottleneck.
+Synchronous and free of trio: the pumps call into it through
+:mod:`trio_orchestrator.sink`, and the manager log from any thread. Everything here works
+on whole blocks of lines with a few C-level calls per block (``find``, ``replace``, one
+``os.write``), because a chatty bot produces hundreds of thousands of lines a second and a
+Python-level loop per line would make the manager the bottleneck.
 """
 
 from __future__ import annotations
@@ -309,6 +310,7 @@ class LogFile:
             self._close()
 
     def close(self) -> None:
+        """Close the file (a later write would open it again)."""
         self.reopen()
 
     def _write(self, data: bytes, lines: int) -> str | None:
