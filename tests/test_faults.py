@@ -214,7 +214,7 @@ def bot_log(config: Path, name: str) -> bytes:
 def all_logs(config: Path, name: str) -> bytes:
     """A bot's log with its rotated files before it, oldest first."""
     directory = config.parent / "logs"
-    rotated = sorted(directory.glob(f"{name}.log.*"), key=lambda path: -int(path.suffix[1:]))
+    rotated = sorted(directory.glob(f"{name}.log.[0-9]*"), key=lambda path: -int(path.suffix[1:]))
     return b"".join(path.read_bytes() for path in rotated) + bot_log(config, name)
 
 

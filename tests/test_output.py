@@ -11,6 +11,8 @@ import threading
 import time
 from types import SimpleNamespace
 
+from helpers import wait_for
+
 from trio_orchestrator.output import (
     MAX_LINE_BYTES,
     ConsoleBuffer,
@@ -198,6 +200,8 @@ def test_rotation_keeps_only_the_configured_backups(tmp_path):
     for i in range(50):
         log.write(b"%02d " % i + b"y" * 16 + b"\n", 1)  # 20 bytes: 5 lines a file
     log.close()
+    # The dropped backups are deleted by a thread of their own.
+    wait_for(lambda: not (tmp_path / "Bot.log.deleting").exists(), message="deletion")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Bot.log", "Bot.log.1", "Bot.log.2"]
     assert (tmp_path / "Bot.log").read_bytes().startswith(b"45 ")
     assert (tmp_path / "Bot.log.2").read_bytes().startswith(b"35 ")
