@@ -145,12 +145,17 @@ def _parser() -> argparse.ArgumentParser:
         "always (even piped, even with NO_COLOR), never (default: auto)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_command(
+    start_all = _add_command(
         commands,
         "start_all",
         "run the manager in the foreground until SIGINT/SIGTERM",
         "Starts the bots that were running at the last shutdown, plus never-seen bots\n"
         "with `autostart: true`. Ctrl-C stops them all and exits 0.",
+    )
+    start_all.add_argument(
+        "--timestamps",
+        action="store_true",
+        help="prefix each console line with its time, as the log files do (default: off)",
     )
     _add_command(commands, "check", "validate the config and start nothing")
     _add_command(
@@ -332,7 +337,7 @@ def cmd_start_all(args: argparse.Namespace) -> int:
     from trio_orchestrator.supervisor import run_manager
 
     config = _load_config(args)
-    return run_manager(config, _paths(args), args.color)
+    return run_manager(config, _paths(args), args.color, args.timestamps)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

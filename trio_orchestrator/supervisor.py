@@ -36,7 +36,7 @@ from trio_orchestrator.config import load_config
 from trio_orchestrator.control import ControlSocket
 from trio_orchestrator.errors import ActionFailed, ConfigError, OrchestratorError, StateError
 from trio_orchestrator.fdlimit import raise_fd_limit
-from trio_orchestrator.output import LogFiles, Printer, should_color
+from trio_orchestrator.output import LogFileHandler, LogFiles, Printer, should_color
 from trio_orchestrator.procfs import process_start_ticks
 from trio_orchestrator.recovery import DB_TAG_VARIABLE, end_orphans, reset_records, restored_state
 from trio_orchestrator.reload import ConfigDiff
@@ -55,9 +55,8 @@ from trio_orchestrator.views import bot_info, one_line_status
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
-    from pathlib import Path
 
-    from trio_orchestrator.config import BotConfig, Config
+    from trio_orchestrator.config import BotConfig, Config, GlobalSettings
     from trio_orchestrator.fdlimit import FdLimit
     from trio_orchestrator.views import Paths
 
@@ -67,7 +66,7 @@ LOGGER = logging.getLogger("trio_orchestrator")
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ENDED = (BotState.STOPPED, BotState.EXITED, BotState.FAILED)
-_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
 
 
 @attrs.define(eq=False)
@@ -118,7 +117,7 @@ class Supervisor:
         runner = self.runners[bot.name] = BotRunner(
             bot=bot,
             on_transition=self._on_transition,
-            output=self.sink.send_channel,
+            output=self.sink.stream_writer,
             before_start=self._update_before_start if bot.updates_enabled else None,
             spawn=self.spawn,
             killpg=self.killpg,
@@ -167,7 +166,7 @@ class Supervisor:
                 finally:
                     self._root = None
                     self._writer.close()
-                    self.sink.send_channel.close()
+                    self.sink.close()
         finally:
             control.unlink()
 
@@ -207,7 +206,10 @@ class Supervisor:
 
     async def _handle_signals(self, signals: AsyncIterator[int]) -> None:
         async for signum in signals:
-            if signum == signal.SIGHUP:
+            if signum == signal.SIGUSR1:  # logrotate's postrotate
+                self.sink.reopen_logs()
+                LOGGER.info("SIGUSR1 received: log files reopened")
+            elif signum == signal.SIGHUP:
                 assert self._root is not None
                 self._root.start_soon(self.reload, "SIGHUP")
             elif not self._shutting_down:
@@ -627,10 +629,13 @@ async def _run_cancellable(
     return result
 
 
-def _setup_logging(log_directory: Path, sink: OutputSink) -> list[logging.Handler]:
-    os.makedirs(log_directory, exist_ok=True)
-    file_handler = logging.FileHandler(log_directory / "bot_manager.log", encoding="utf-8")
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+def _setup_logging(settings: GlobalSettings, sink: OutputSink) -> list[logging.Handler]:
+    """Manager events to ``bot_manager.log`` (through the sink's log files: rotation,
+    disk full, reopen) and to the console. Raises: OSError if the log cannot be opened."""
+    log_file = sink.log_files.get("bot_manager", settings)
+    log_file.open()
+    file_handler = LogFileHandler(log_file)
+    file_handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     console_handler = ConsoleLogHandler(sink)
     # A record logged with extra={"console": False} goes to the file only: the config
     # warnings, which the CLI has printed already.
@@ -647,8 +652,10 @@ def _setup_logging(log_directory: Path, sink: OutputSink) -> list[logging.Handle
     return handlers
 
 
-def run_manager(config: Config, paths: Paths, color_mode: str) -> int:
+def run_manager(config: Config, paths: Paths, color_mode: str, timestamps: bool = False) -> int:
     """``trio-orch start_all``: own the db, run until a signal, exit 0.
+
+    *timestamps* puts a timestamp before each bot line on the console too.
 
     Start-up (the lock, the db, the log directory) happens here, before trio runs, so its
     errors reach the CLI as plain exceptions.
@@ -665,11 +672,13 @@ def run_manager(config: Config, paths: Paths, color_mode: str) -> int:
         store = StateStore(paths.db)
         stack.callback(store.close)
         stored = store.load_all()
-        printer = Printer(color=should_color(color_mode, sys.stdout, os.environ))
+        printer = Printer(
+            color=should_color(color_mode, sys.stdout, os.environ), timestamps=timestamps
+        )
         log_files = LogFiles(config.settings.log_directory)
         sink = OutputSink(printer, log_files, sys.stdout.buffer, sys.stderr.buffer)
         try:
-            handlers = _setup_logging(config.settings.log_directory, sink)
+            handlers = _setup_logging(config.settings, sink)
         except OSError as exc:
             raise StateError(
                 f"cannot write logs in {config.settings.log_directory}: {exc.strerror}"
