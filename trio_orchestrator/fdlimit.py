@@ -19,6 +19,7 @@ __all__ = [
     "RESERVED_FDS",
     "SPARE_FDS",
     "START_FDS",
+    "TIGHT_FDS",
     "FdLimit",
     "free_fds",
     "raise_fd_limit",
@@ -34,7 +35,9 @@ RESERVED_FDS = 32
 START_FDS = 8
 # Descriptors a start never takes: the control socket must accept `trio-orch list` and
 # `stop`, and the db and log files keep working, however many bots wait to start.
-SPARE_FDS = 16
+SPARE_FDS = 8
+# Fewer free descriptors than this: starts go one at a time, keeping SPARE_FDS free.
+TIGHT_FDS = 256
 # With no hard limit (not on Linux), this is high enough.
 _UNLIMITED_TARGET = 1 << 20
 

@@ -30,7 +30,7 @@ import trio
 
 from trio_orchestrator.envfile import EnvFileError, read_env_file
 from trio_orchestrator.errors import ActionFailed
-from trio_orchestrator.fdlimit import SPARE_FDS, START_FDS, free_fds
+from trio_orchestrator.fdlimit import SPARE_FDS, START_FDS, TIGHT_FDS, free_fds
 from trio_orchestrator.output import LineSplitter
 from trio_orchestrator.procfs import group_has_live_member
 
@@ -63,8 +63,8 @@ GROUP_POLL_SECONDS = 0.05
 # Spawn failures that say the machine is short of something (fds, processes, memory) for
 # now: they go through backoff like a crash instead of failing the bot at once.
 _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM}
-# Starts in flight in this process: each holds up to START_FDS descriptors for a moment.
-_starts_in_flight = 0
+# Starts while descriptors are short, one at a time (one manager per process).
+_TIGHT_STARTS = trio.Lock()
 # After SIGKILL, how long we wait for the group to disappear before giving up on it.
 SIGKILL_WAIT_SECONDS = 1.0
 
@@ -222,25 +222,26 @@ async def terminate_group(
     return True
 
 
-@contextlib.contextmanager
-def _start_in_flight():
-    global _starts_in_flight  # one manager per process
-    _starts_in_flight += 1
-    try:
-        yield
-    finally:
-        _starts_in_flight -= 1
+@contextlib.asynccontextmanager
+async def _fd_gate():
+    """Let a start through unless it would leave the manager short of descriptors.
 
-
-async def _check_spare_fds() -> None:
-    """Refuse a start that would leave the manager short of descriptors for itself.
+    With plenty free (the usual case) starts run in parallel. Below TIGHT_FDS free they go
+    one at a time, and only while SPARE_FDS would stay free after the start's peak, so the
+    control socket, the db and the log files keep working.
 
     Raises:
         OSError: EMFILE, as a start that ran out of descriptors would (backoff follows).
     """
     free = await trio.to_thread.run_sync(free_fds)
-    if free is not None and free < SPARE_FDS + START_FDS * _starts_in_flight:
-        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+    if free is None or free >= TIGHT_FDS:
+        yield
+        return
+    async with _TIGHT_STARTS:
+        free = free_fds()  # a low limit: few descriptors to count
+        if free is not None and free < SPARE_FDS + START_FDS:
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        yield
 
 
 @attrs.define(eq=False)
@@ -395,8 +396,9 @@ class BotRunner:
                 file_env = await self._read_env_file()
                 # Shielded: a stop that arrives during the spawn waits for the pid, then
                 # ends the process; cancelling the spawn itself could leave it unkillable.
-                with trio.CancelScope(shield=True), _start_in_flight():
-                    process = await nursery.start(self._run_process, file_env)
+                with trio.CancelScope(shield=True):
+                    async with _fd_gate():
+                        process = await nursery.start(self._run_process, file_env)
             except (OSError, EnvFileError) as exc:
                 if isinstance(exc, EnvFileError):
                     self._spawn_error = str(exc)  # names the file and why, never a value
@@ -493,7 +495,6 @@ class BotRunner:
             "PYTHONUNBUFFERED": "1",
         }
         argv = await self._argv()
-        await _check_spare_fds()
         with trio.CancelScope() as self._process_scope:
             await self.spawn(
                 argv,

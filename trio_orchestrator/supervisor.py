@@ -335,6 +335,9 @@ class Supervisor:
         self.records[name] = record
         if transition.message:
             self._messages[name] = transition.message
+        if transition.state is BotState.BACKOFF or transition.state in _ENDED:
+            # No process, no output: give its descriptor back (a later line reopens it).
+            self.sink.log_files.get(name, runner.bot).close()
         detail = self._event_detail(transition, previous.state, record)
         await self._save(Write(record, transition.state.value, detail))
         self._log_transition(name, transition, previous.state, record)

@@ -480,12 +480,13 @@ def test_hard_fd_limit_too_low_for_all_bots(tmp_path, marker, spawned):
     status = ask(sock, {"command": "status", "name": waiting[0]["name"]})["bot"]
     assert "too many open files" in str(status), status
 
-    stopped = [name for name, info in bots_of(sock).items() if info["state"] == "running"][:5]
+    listed = bots_of(sock)
+    stopped = [name for name, info in listed.items() if info["state"] == "running"][:5]
+    others = [name for name, info in listed.items() if info["state"] == "backoff"]
     for name in stopped:
         reply = ask(sock, {"command": "stop", "name": name})
         assert reply["ok"], reply
     started = time.monotonic()
-    others = [name for name, info in bots_of(sock).items() if info["state"] == "backoff"]
 
     def others_up():
         states = bots_of(sock)
