@@ -396,8 +396,10 @@ class BotRunner:
                 file_env = await self._read_env_file()
                 # Shielded: a stop that arrives during the spawn waits for the pid, then
                 # ends the process; cancelling the spawn itself could leave it unkillable.
+                # A fake spawn (tests) opens no descriptors: no gate, no thread trip.
+                gate = _fd_gate() if self.spawn is trio.run_process else contextlib.nullcontext()
                 with trio.CancelScope(shield=True):
-                    async with _fd_gate():
+                    async with gate:
                         process = await nursery.start(self._run_process, file_env)
             except (OSError, EnvFileError) as exc:
                 if isinstance(exc, EnvFileError):
