@@ -220,10 +220,15 @@ class StateStore:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # SQLite's advice after FULL, IOERR, BUSY or NOMEM: roll back explicitly, or the
+            # next BEGIN fails. The error may have rolled back already (then skip it), and a
+            # failing ROLLBACK must not hide the error that matters.
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def load_all(self) -> dict[str, BotRecord]:
         try:
