@@ -24,6 +24,7 @@ from trio_orchestrator.errors import (
     OrchestratorError,
     UnknownBotError,
 )
+from trio_orchestrator.units import human_bytes, human_percent
 
 __all__ = ["main", "main_exit"]
 
@@ -53,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     for query in ("list", "status_all"):
         sub = commands.add_parser(query, help="show every bot")
         sub.add_argument("--json", action="store_true")
+    commands.add_parser("metrics", help="print the running manager's Prometheus metrics")
     return parser
 
 
@@ -183,7 +185,10 @@ def _duration(seconds: float | None) -> str:
 
 
 def _table(bots: list[dict[str, Any]]) -> str:
-    header = ("NAME", "STATE", "PID", "UPTIME", "STARTS", "RESTARTS", "LAST EXIT", "DESCRIPTION")
+    header = (
+        *("NAME", "STATE", "PID", "UPTIME", "CPU", "MEM"),
+        *("STARTS", "RESTARTS", "LAST EXIT", "DESCRIPTION"),
+    )
     rows = [header]
     for bot in bots:
         rows.append(
@@ -192,6 +197,8 @@ def _table(bots: list[dict[str, Any]]) -> str:
                 bot["state"],
                 "-" if bot["pid"] is None else str(bot["pid"]),
                 _duration(bot.get("uptime")),
+                human_percent(bot.get("cpu_percent")),
+                human_bytes(bot.get("memory_bytes")),
                 str(bot["start_count"]),
                 str(bot["restarts"]),
                 "-" if bot["last_exit_code"] is None else str(bot["last_exit_code"]),
@@ -212,11 +219,19 @@ def _table(bots: list[dict[str, Any]]) -> str:
     return "\n".join(lines + extra)
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    """Print the running manager's metrics (Prometheus text format) once."""
+    reply = _ask_manager(args, {"command": "metrics"})
+    print(reply.get("message", ""), end="", file=sys.stdout if reply.get("ok") else sys.stderr)
+    return int(reply.get("code", 1))
+
+
 HANDLERS = {
     "start_all": cmd_start_all,
     "check": cmd_check,
     **dict.fromkeys(ACTIONS, cmd_action),
     **dict.fromkeys(QUERIES, cmd_query),
+    "metrics": cmd_metrics,
 }
 
 

@@ -46,6 +46,9 @@ class GlobalSettings:
     command_poll_interval: float = 2.0
     healthy_uptime: float = 5.0
     git_timeout: float = 60.0
+    # Stand-in for the config rewrite (CONFIG_KEYS.md); validated where it is bound (web.py).
+    metrics_listen: str | None = None
+    web_token: str | None = None
 
 
 @attrs.frozen
@@ -134,6 +137,8 @@ _GLOBAL_KEYS = {
     "command_poll_interval",
     "healthy_uptime",
     "git_timeout",
+    "metrics_listen",
+    "web_token",
 }
 _BOT_KEYS = {
     "script",
@@ -211,6 +216,8 @@ class _Parser:
             command_poll_interval=get("command_poll_interval", float, 2.0, minimum=0.05),
             healthy_uptime=healthy,
             git_timeout=get("git_timeout", float, 60.0, minimum=1),
+            metrics_listen=get("metrics_listen", str, None),
+            web_token=get("web_token", str, None),
         )
 
     def parse_bot(self, name: object, raw: object, settings: GlobalSettings) -> BotConfig:

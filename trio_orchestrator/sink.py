@@ -11,6 +11,7 @@ so a stalled terminal never stalls supervision.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from typing import IO, TYPE_CHECKING
@@ -128,6 +129,7 @@ class OutputSink:
         self.stdout = _ConsoleStream(stdout, console_limit)
         self.stderr = _ConsoleStream(stderr, console_limit)
         self.send_channel, self._receive_channel = trio.open_memory_channel(CHANNEL_CAPACITY)
+        self.line_counts: collections.Counter[tuple[str, str]] = collections.Counter()  # metrics
         self._token: trio.lowlevel.TrioToken | None = None
         self._loop_thread: int | None = None
 
@@ -174,6 +176,7 @@ class OutputSink:
         for batch in batches:
             console, log = self.printer.format(batch.name, batch.color, batch.block)
             target = self.stderr if batch.stream == "stderr" else self.stdout
+            self.line_counts[batch.name, batch.stream] += batch.line_count
             await target.push_or_wait(console, batch.line_count)
             logs.append((batch.name, log))
         await trio.to_thread.run_sync(self.log_files.write_batches, logs)
