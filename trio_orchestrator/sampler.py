@@ -23,7 +23,7 @@ import trio
 from trio_orchestrator.procfs import proc_stat_fields
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection
+    from collections.abc import Awaitable, Callable, Collection
 
 __all__ = [
     "SAMPLE_SECONDS",
@@ -202,12 +202,15 @@ class Sampler:
         interval: seconds between samples.
         linger: seconds a look keeps the sampler going.
         scan: :func:`scan_groups` or a fake, called in a worker thread.
+        in_thread: ``trio.to_thread.run_sync``, or a direct call for fake-clock tests.
     """
 
     groups: Callable[[], dict[str, int]]
     interval: float = SAMPLE_SECONDS
     linger: float = LINGER_SECONDS
     scan: Callable[[Collection[int]], dict[int, GroupUsage]] = scan_groups
+    # How the scan gets off the event loop (tests with a fake clock call it directly).
+    in_thread: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync
     tracker: UsageTracker = attrs.field(factory=UsageTracker)
     # Called on the event loop with the new figures after every sample (the memory limit,
     # the status page's live updates).
@@ -244,26 +247,36 @@ class Sampler:
     async def look(self) -> None:
         """Someone wants the figures: make them fresh, and keep them fresh for a while.
 
-        The first look after an idle spell samples twice, :data:`FIRST_WINDOW_SECONDS`
-        apart, so that it can show CPU use; later looks return at once.
+        A look that finds a bot not yet sampled twice (after an idle spell, or a new
+        process) samples twice, :data:`FIRST_WINDOW_SECONDS` apart, so that it can show
+        CPU use; other looks return at once.
 
         **Cancellation:** safe; a sample in progress finishes in its thread.
         """
         now = trio.current_time()
         self._looked_until = now + self.linger
         self._wakeup.set()
-        age = now - self._sampled_at
-        if age > self.interval:
+        if now - self._sampled_at > self.interval or self._unmeasured():
             await self.sample()
-            if age > 2 * self.interval and self.tracker.figures:
+            if self._unmeasured():
                 await trio.sleep(FIRST_WINDOW_SECONDS)
                 await self.sample()
 
-    async def sample(self) -> dict[str, BotUsage]:
-        """Scan the groups now (in a worker thread) and update the figures."""
+    def _unmeasured(self) -> bool:
+        """Some bot with a process has no CPU figure yet (not sampled twice)."""
+        figures = self.tracker.figures
+        return any(
+            name not in figures or figures[name].cpu_percent is None for name in self.groups()
+        )
+
+    async def sample(self, *, max_age: float = 0) -> dict[str, BotUsage]:
+        """Scan the groups now (in a worker thread) and update the figures, unless the
+        last sample is younger than *max_age* seconds."""
         async with self._lock:
+            if trio.current_time() - self._sampled_at < max_age:
+                return self.tracker.figures
             groups = self.groups()
-            scan = await trio.to_thread.run_sync(self.scan, set(groups.values())) if groups else {}
+            scan = await self.in_thread(self.scan, set(groups.values())) if groups else {}
             figures = self.tracker.update(groups, scan, time.monotonic())
             self._sampled_at = trio.current_time()
             self.samples += 1
@@ -282,8 +295,5 @@ class Sampler:
                 await self._wakeup.wait()
                 self._wakeup = trio.Event()
                 continue
-            due = self._sampled_at + self.interval
-            if trio.current_time() >= due - 0.05:
-                await self.sample()
-                due = trio.current_time() + self.interval
-            await trio.sleep_until(due)
+            await self.sample(max_age=self.interval - 0.05)
+            await trio.sleep_until(self._sampled_at + self.interval)

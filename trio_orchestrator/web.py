@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import http
 import ipaddress
 import json
 import logging
@@ -199,6 +200,13 @@ class _Changes:
         await self._event.wait()
 
 
+def _reason(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
 class _ClientGone(Exception):
     """The client closed, broke the connection, or stopped reading."""
 
@@ -258,7 +266,7 @@ class _Connection:
             *_SECURITY_HEADERS,
             *(extra or []),
         ]
-        await self._send(h11.Response(status_code=status, headers=headers))
+        await self._send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
         await self._send(h11.Data(data=body))
         await self._send(h11.EndOfMessage())
 
@@ -379,7 +387,7 @@ class _Site:
                 await conn.respond(503, b"too many live pages open\n", extra=retry)
                 return
             headers = [(b"content-type", b"text/event-stream"), *_SECURITY_HEADERS]
-            await conn._send(h11.Response(status_code=200, headers=headers))
+            await conn._send(h11.Response(status_code=200, headers=headers, reason=b"OK"))
             await conn._send(h11.Data(data=b"retry: 2000\n\n"))
             with trio.move_on_after(EVENT_STREAM_SECONDS):
                 while True:
