@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -67,10 +68,8 @@ def spawn():
 
     yield start
     for proc in procs:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
-        except ProcessLookupError:
-            pass
         proc.wait()
 
 
@@ -95,7 +94,12 @@ def test_memory_of_a_bot_that_allocates_a_known_amount(spawn):
 
 def test_memory_and_processes_of_the_whole_group(spawn):
     proc = spawn(ALLOCATE, "32", "fork")
-    usage = wait_for(lambda: (u := scan_groups([proc.pid]).get(proc.pid)) and u.processes == 2 and u)
+
+    def both():
+        usage = scan_groups([proc.pid]).get(proc.pid)
+        return usage if usage and usage.processes == 2 else None
+
+    usage = wait_for(both)
     # Two processes, each with 32 MiB touched (the child's copy-on-write pages count in
     # each process's RSS, as ps and top show them).
     assert usage.rss_bytes - 2 * _baseline_rss() >= 56 * MIB

@@ -60,6 +60,9 @@ REQUEST_TIMEOUT = 10.0  # to receive a whole request (head and body)
 KEEPALIVE_TIMEOUT = 5.0  # idle time allowed between two requests on one connection
 SEND_TIMEOUT = 10.0  # for each write to a client
 MAX_HEAD_BYTES = 16 * 1024
+RECEIVE_BYTES = 4096  # small reads: h11 checks MAX_HEAD_BYTES between them
+LINGER_SECONDS = 0.5  # after an error answer, how long we read what the client still sends
+LINGER_BYTES = 256 * 1024
 MAX_BODY_BYTES = 4 * 1024
 EVENT_HEARTBEAT_SECONDS = 15.0
 EVENT_STREAM_SECONDS = 3600.0  # then the browser reconnects (EventSource does it itself)
@@ -190,14 +193,18 @@ class _Changes:
     """Wakes the event streams when something changed (a transition, a new sample)."""
 
     def __init__(self) -> None:
+        self.version = 0
         self._event = trio.Event()
 
     def notify(self, *_: object) -> None:
+        self.version += 1
         self._event.set()
         self._event = trio.Event()
 
-    async def wait(self) -> None:
-        await self._event.wait()
+    async def wait_past(self, version: int) -> None:
+        """Return once something changed after *version* was read."""
+        while self.version <= version:
+            await self._event.wait()
 
 
 def _reason(status: int) -> bytes:
@@ -236,7 +243,7 @@ class _Connection:
             event = self.conn.next_event()
             if event is h11.NEED_DATA:
                 try:
-                    data = await self.stream.receive_some(MAX_HEAD_BYTES)
+                    data = await self.stream.receive_some(RECEIVE_BYTES)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return None
                 self.conn.receive_data(data)
@@ -245,7 +252,7 @@ class _Connection:
             elif isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > MAX_BODY_BYTES:
-                    await self.respond(413, b"request body too large\n")
+                    await self.error_and_close(413, b"request body too large\n")
                     return None
             elif isinstance(event, h11.EndOfMessage):
                 assert request is not None
@@ -279,6 +286,17 @@ class _Connection:
         if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             with contextlib.suppress(_ClientGone, h11.LocalProtocolError):
                 await self.respond(status, message, extra=[(b"connection", b"close")])
+                await self.linger()
+
+    async def linger(self) -> None:
+        """Read (and drop) what the client is still sending, for a moment, before we
+        close: closing with unread data resets the connection, and the client might
+        never see our answer."""
+        with trio.move_on_after(LINGER_SECONDS):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                drained = 0
+                while drained < LINGER_BYTES and (data := await self.stream.receive_some()):
+                    drained += len(data)
 
 
 @contextlib.contextmanager
@@ -391,10 +409,11 @@ class _Site:
             await conn._send(h11.Data(data=b"retry: 2000\n\n"))
             with trio.move_on_after(EVENT_STREAM_SECONDS):
                 while True:
+                    version = self.changes.version
                     document = json.dumps(await self.document(), separators=(",", ":"))
                     await conn._send(h11.Data(data=f"data: {document}\n\n".encode()))
                     with trio.move_on_after(EVENT_HEARTBEAT_SECONDS) as quiet:
-                        await self.changes.wait()
+                        await self.changes.wait_past(version)
                         await trio.sleep(EVENT_COALESCE_SECONDS)  # a burst: one update
                     if quiet.cancelled_caught:
                         await conn._send(h11.Data(data=b": still here\n\n"))
@@ -423,6 +442,10 @@ async def _serve_one(site: _Site, limiter: trio.CapacityLimiter, stream: trio.So
             limiter.acquire_nowait()
         except trio.WouldBlock:
             with trio.move_on_after(1):
+                # Read the request first: closing on a client still sending resets the
+                # connection, and the client would see no answer at all.
+                with contextlib.suppress(h11.RemoteProtocolError):
+                    await conn.next_request()
                 await conn.error_and_close(503, b"too many clients\n")
             return
         try:
