@@ -95,12 +95,14 @@ function duration(s) {
   if (h) return h + "h" + String(m).padStart(2, "0") + "m";
   return m ? m + "m" + String(s % 60).padStart(2, "0") + "s" : s + "s";
 }
-function cell(row, text, label, cls) {
+function cell(row, label, cls) {
   const td = row.insertCell();
-  td.textContent = text;
   if (label) td.dataset.label = label;
   if (cls) td.className = cls;
   return td;
+}
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
 }
 function lastExit(bot) {
   if (bot.last_exit_reason) return bot.last_exit_reason;
@@ -134,61 +136,91 @@ function toggleLog(name) {
   if (openLogs.has(name)) openLogs.delete(name); else openLogs.add(name);
   if (last) render(last);
 }
+function makeRow(name) {
+  const row = document.createElement("tr");
+  row.className = "bot";
+  row.id = "bot-" + name;
+  row.dataset.bot = name;
+  row.cells_ = {
+    name: cell(row, null, "name"), state: cell(row, "state", "state"),
+    uptime: cell(row, "uptime", "num uptime"), restarts: cell(row, "restarts", "num"),
+    cpu: cell(row, "cpu", "num"), memory: cell(row, "memory", "num"),
+    exit: cell(row, "last exit"), actions: cell(row, null, "actions"),
+  };
+  row.cells_.name.textContent = name;
+  const buttons = document.createElement("span");
+  const logButton = document.createElement("button");
+  logButton.addEventListener("click", () => toggleLog(name));
+  row.cells_.actions.append(buttons, logButton);
+  row.buttons_ = buttons;
+  row.logButton_ = logButton;
+  return row;
+}
+function verbsFor(state, actions) {
+  if (!actions) return [];
+  if (state === "paused") return ["resume", "stop"];
+  if (state === "running") return ["restart", "pause", "stop"];
+  if (state === "starting" || state === "stopping") return ["stop"];
+  if (state === "backoff") return ["start", "stop"];
+  return ["start"];
+}
+function updateRow(row, bot, actions) {
+  const c = row.cells_;
+  row.dataset.state = bot.state;
+  c.name.title = bot.description || "";
+  setText(c.state, bot.state);
+  c.state.dataset.state = bot.state;
+  setText(c.uptime, duration(bot.uptime));
+  c.uptime.dataset.uptime = bot.uptime === null ? "" : bot.uptime;
+  setText(c.restarts, String(bot.restarts));
+  setText(c.cpu, bot.cpu_percent === null || bot.cpu_percent === undefined ? "-" :
+          bot.cpu_percent.toFixed(1) + "%");
+  setText(c.memory, bytes(bot.memory_bytes));
+  setText(c.exit, lastExit(bot));
+  const verbs = verbsFor(bot.state, actions);
+  if (row.dataset.verbs !== verbs.join()) {
+    row.dataset.verbs = verbs.join();
+    row.buttons_.replaceChildren(...verbs.map((verb) => {
+      const b = document.createElement("button");
+      b.textContent = verb;
+      b.dataset.action = verb;
+      b.addEventListener("click", () => act(verb, bot.name));
+      return b;
+    }));
+  }
+  setText(row.logButton_, openLogs.has(bot.name) ? "hide log" : "log");
+}
 function render(doc) {
   last = doc;
   received = Date.now();
   document.getElementById("tokenbox").hidden = !doc.actions;
   const rows = [];
   for (const bot of doc.bots) {
-    const row = document.createElement("tr");
-    row.className = "bot";
-    row.id = "bot-" + bot.name;
-    row.dataset.bot = bot.name;
-    row.dataset.state = bot.state;
-    cell(row, bot.name, null, "name").title = bot.description || "";
-    const state = cell(row, bot.state, "state", "state");
-    state.dataset.state = bot.state;
-    const up = cell(row, duration(bot.uptime), "uptime", "num uptime");
-    up.dataset.uptime = bot.uptime === null ? "" : bot.uptime;
-    cell(row, String(bot.restarts), "restarts", "num");
-    cell(row, bot.cpu_percent === null || bot.cpu_percent === undefined ? "-" :
-         bot.cpu_percent.toFixed(1) + "%", "cpu", "num");
-    cell(row, bytes(bot.memory_bytes), "memory", "num");
-    cell(row, lastExit(bot), "last exit");
-    const buttons = cell(row, "", null, "actions");
-    const verbs = !doc.actions ? [] :
-      bot.state === "paused" ? ["resume", "stop"] :
-      ["running"].includes(bot.state) ? ["restart", "pause", "stop"] :
-      ["starting", "stopping"].includes(bot.state) ? ["stop"] :
-      bot.state === "backoff" ? ["start", "stop"] : ["start"];
-    for (const verb of verbs) {
-      const b = document.createElement("button");
-      b.textContent = verb;
-      b.dataset.action = verb;
-      b.addEventListener("click", () => act(verb, bot.name));
-      buttons.appendChild(b);
-    }
-    const logButton = document.createElement("button");
-    logButton.textContent = openLogs.has(bot.name) ? "hide log" : "log";
-    logButton.addEventListener("click", () => toggleLog(bot.name));
-    buttons.appendChild(logButton);
+    const row = document.getElementById("bot-" + bot.name) || makeRow(bot.name);
+    updateRow(row, bot, doc.actions);
     rows.push(row);
     if (openLogs.has(bot.name)) {
-      const logRow = document.createElement("tr");
-      logRow.className = "logrow";
-      const td = logRow.insertCell();
-      td.colSpan = 8;
-      const old = document.getElementById("log-" + bot.name);
-      const pre = document.createElement("pre");
-      pre.className = "log";
-      pre.id = "log-" + bot.name;
-      pre.textContent = old ? old.textContent : "\\u2026";
-      td.appendChild(pre);
+      let logRow = document.getElementById("logrow-" + bot.name);
+      if (!logRow) {
+        logRow = document.createElement("tr");
+        logRow.className = "logrow";
+        logRow.id = "logrow-" + bot.name;
+        const td = logRow.insertCell();
+        td.colSpan = 8;
+        const pre = document.createElement("pre");
+        pre.className = "log";
+        pre.id = "log-" + bot.name;
+        pre.textContent = "\u2026";
+        td.appendChild(pre);
+      }
       rows.push(logRow);
-      loadLog(bot.name, pre);
+      loadLog(bot.name, logRow.querySelector("pre"));
     }
   }
-  tbody.replaceChildren(...rows);
+  const current = Array.from(tbody.children);
+  if (rows.length !== current.length || rows.some((row, i) => current[i] !== row)) {
+    tbody.replaceChildren(...rows);
+  }
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }
 setInterval(() => {
