@@ -12,19 +12,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trio_orchestrator.commands import ALL
 from trio_orchestrator.errors import (
     EXIT_OK,
     EXIT_USAGE,
+    ConfigError,
     ManagerNotRunning,
     OrchestratorError,
     UnknownBotError,
 )
 from trio_orchestrator.units import human_bytes, human_percent
+
+if TYPE_CHECKING:
+    from trio_orchestrator.config import BotConfig
 
 __all__ = ["main", "main_exit"]
 
@@ -45,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("start_all", help="run the manager in the foreground")
     commands.add_parser("check", help="validate the config")
+    commands.add_parser(
+        "reload", help="re-read the config; restart only the bots whose settings changed"
+    )
     for action in ACTIONS:
         sub = commands.add_parser(action, help=f"{action} bots in the running manager")
         sub.add_argument("names", nargs="+", metavar="NAME", help="bot names, or all")
@@ -74,10 +83,19 @@ def _socket_path(args: argparse.Namespace) -> Path:
 def _load_config(args: argparse.Namespace):
     from trio_orchestrator.config import load_config
 
-    config = load_config(args.config)
-    for warning in config.warnings:
-        print(f"trio-orch: warning: {warning}", file=sys.stderr)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        # Often the typo behind the error: `scirpt: main.py` leaves `script` missing.
+        _warn(*exc.warnings)
+        raise
+    _warn(*config.warnings)
     return config
+
+
+def _warn(*warnings: str) -> None:
+    for warning in warnings:
+        print(f"trio-orch: warning: {warning}", file=sys.stderr)
 
 
 def _ask_manager(args: argparse.Namespace, message: dict[str, Any]) -> dict[str, Any]:
@@ -96,20 +114,37 @@ def cmd_start_all(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load_config(args)
-    # Not errors: a directory may appear before start_all (a deploy, a mount).
-    for bot in config.bots.values():
-        if not bot.directory.is_dir():
-            print(
-                f"trio-orch: warning: bot {bot.name!r}: no directory {bot.directory}",
-                file=sys.stderr,
-            )
-        elif not (bot.directory / bot.script).is_file():
-            print(
-                f"trio-orch: warning: bot {bot.name!r}: no script {bot.directory / bot.script}",
-                file=sys.stderr,
-            )
+    programs = [_program_line(bot) for bot in config.bots.values()]
     print(f"{config.path}: OK, {len(config.bots)} bots: {', '.join(config.bots) or '(none)'}")
+    for line in programs:
+        print(line)
     return EXIT_OK
+
+
+def _program_line(bot: BotConfig) -> str:
+    """``  Name: /abs/program args`` for ``check``, with warnings about what is missing.
+
+    Not errors: a directory, a script or a program may appear before start_all (a
+    deploy, a mount, a virtualenv created in the bot's directory).
+    """
+    if not bot.directory.is_dir():
+        _warn(f"bot {bot.name!r}: no directory {bot.directory}")
+    elif bot.script is not None and not (bot.directory / bot.script).is_file():
+        _warn(f"bot {bot.name!r}: no script {bot.directory / bot.script}")
+    if bot.env_file is not None and not bot.env_file.is_file():
+        _warn(f"bot {bot.name!r}: no env_file {bot.env_file}")
+    word, *rest = bot.argv
+    program = bot.executable()
+    if program is None:
+        note = " (not found)"
+        if bot.command is not None:  # a missing `python` is a config warning already
+            where = f"in {bot.directory}" if "/" in word else f"in {bot.directory} or on PATH"
+            _warn(f"bot {bot.name!r}: executable {word!r} not found {where}")
+    elif "/" not in word and program != os.path.join(bot.directory, word):
+        note = " (found on PATH)"
+    else:
+        note = ""
+    return f"  {bot.name}: {shlex.join([program or word, *rest])}{note}"
 
 
 def cmd_action(args: argparse.Namespace) -> int:
@@ -122,6 +157,12 @@ def cmd_action(args: argparse.Namespace) -> int:
             if name != ALL:
                 config.bot(name)
         raise
+    print(reply.get("message", ""), file=sys.stdout if reply.get("ok") else sys.stderr)
+    return int(reply.get("code", 1))
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    reply = _ask_manager(args, {"command": "reload"})
     print(reply.get("message", ""), file=sys.stdout if reply.get("ok") else sys.stderr)
     return int(reply.get("code", 1))
 
@@ -229,6 +270,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 HANDLERS = {
     "start_all": cmd_start_all,
     "check": cmd_check,
+    "reload": cmd_reload,
     **dict.fromkeys(ACTIONS, cmd_action),
     **dict.fromkeys(QUERIES, cmd_query),
     "metrics": cmd_metrics,

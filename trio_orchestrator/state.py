@@ -140,11 +140,16 @@ class BotRecord:
 
 @attrs.frozen
 class Write:
-    """One committed change: the bot's full new record and an optional history event."""
+    """One committed change: the bot's full new record and an optional history event.
+
+    With ``forget``, the bot leaves the ``bot_states`` table instead (removed from the
+    config); its history stays.
+    """
 
     record: BotRecord
     event: str | None = None
     detail: str | None = None
+    forget: bool = False
 
 
 class StateStore:
@@ -256,11 +261,14 @@ class StateStore:
         events = []
         stamp = now_iso()
         for write in writes:
-            values = write.record.to_columns()
-            rows.append(tuple(values[column] for column in columns))
+            if not write.forget:
+                values = write.record.to_columns()
+                rows.append(tuple(values[column] for column in columns))
             if write.event:
                 events.append((write.record.name, stamp, write.event, write.detail))
         self._db.executemany(sql, rows)
+        forgotten = [(write.record.name,) for write in writes if write.forget]
+        self._db.executemany("DELETE FROM bot_states WHERE bot_name = ?", forgotten)
         if events:
             self._db.executemany(
                 "INSERT INTO bot_history (bot_name, time, event, detail) VALUES (?, ?, ?, ?)",

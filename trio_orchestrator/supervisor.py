@@ -33,11 +33,13 @@ import trio
 from trio_orchestrator import gitupdate, metrics
 from trio_orchestrator.commandfile import CommandFile
 from trio_orchestrator.commands import Action, Command
+from trio_orchestrator.config import load_config
 from trio_orchestrator.control import bind_control_socket, serve_control
-from trio_orchestrator.errors import ActionFailed, OrchestratorError, StateError
+from trio_orchestrator.errors import ActionFailed, ConfigError, OrchestratorError, StateError
 from trio_orchestrator.output import LogFiles, Printer, should_color
 from trio_orchestrator.procfs import process_start_ticks
 from trio_orchestrator.recovery import DB_TAG_VARIABLE, end_orphans, reset_records, restored_state
+from trio_orchestrator.reload import ConfigDiff
 from trio_orchestrator.runner import (
     BotRunner,
     BotState,
@@ -48,7 +50,7 @@ from trio_orchestrator.runner import (
 )
 from trio_orchestrator.sampler import NOT_SAMPLED, Sampler, read_manager_usage
 from trio_orchestrator.sink import ConsoleLogHandler, OutputSink
-from trio_orchestrator.state import OwnerLock, StateStore, Write, now_iso
+from trio_orchestrator.state import BotRecord, OwnerLock, StateStore, Write, now_iso
 from trio_orchestrator.statewriter import StateWriter
 from trio_orchestrator.views import bot_info, one_line_status
 
@@ -57,7 +59,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from trio_orchestrator.config import BotConfig, Config
-    from trio_orchestrator.state import BotRecord
     from trio_orchestrator.views import Paths
 
 __all__ = ["Supervisor", "run_manager"]
@@ -103,6 +104,7 @@ class Supervisor:
     _intake: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
     _shutting_down: bool = attrs.field(init=False, default=False)
     _messages: dict[str, str] = attrs.field(init=False, factory=dict)
+    _reload_lock: trio.Lock = attrs.field(init=False, factory=trio.Lock)
     # Bots that `update NAME` just updated and is restarting: their next start skips the
     # update that has just run (and keeps its outcome as the bot's last update).
     _freshly_updated: set[str] = attrs.field(init=False, factory=set)
@@ -113,17 +115,21 @@ class Supervisor:
     def __attrs_post_init__(self) -> None:
         self._writer = StateWriter(self.store, self._limiter)
         self.sampler = Sampler(lambda: {n: r.pid for n, r in self.runners.items() if r.pid})
-        for name, bot in self.config.bots.items():
-            self.runners[name] = BotRunner(
-                bot=bot,
-                on_transition=self._on_transition,
-                output=self.sink.send_channel,
-                before_start=self._update_before_start if bot.updates_enabled else None,
-                spawn=self.spawn,
-                killpg=self.killpg,
-                extra_env=(("TRIO_ORCH_BOT", name), (DB_TAG_VARIABLE, str(self.paths.db))),
-            )
-            self._locks[name] = trio.Lock()
+        for bot in self.config.bots.values():
+            self._add_runner(bot)
+
+    def _add_runner(self, bot: BotConfig) -> BotRunner:
+        runner = self.runners[bot.name] = BotRunner(
+            bot=bot,
+            on_transition=self._on_transition,
+            output=self.sink.send_channel,
+            before_start=self._update_before_start if bot.updates_enabled else None,
+            spawn=self.spawn,
+            killpg=self.killpg,
+            extra_env=(("TRIO_ORCH_BOT", bot.name), (DB_TAG_VARIABLE, str(self.paths.db))),
+        )
+        self._locks.setdefault(bot.name, trio.Lock())
+        return runner
 
     # ----- running -----
 
@@ -210,7 +216,8 @@ class Supervisor:
     async def _handle_signals(self, signals: AsyncIterator[int]) -> None:
         async for signum in signals:
             if signum == signal.SIGHUP:
-                LOGGER.info("SIGHUP ignored: restart trio-orch to apply config changes")
+                assert self._root is not None
+                self._root.start_soon(self.reload, "SIGHUP")
             elif not self._shutting_down:
                 LOGGER.info("%s received: stopping all bots", signal.Signals(signum).name)
                 assert self._root is not None
@@ -240,6 +247,90 @@ class Supervisor:
             # as stopped by the shutdown, see BotRunner.run).
             self._root.cancel_scope.cancel()
 
+    # ----- reload -----
+
+    async def reload(self, source: str) -> dict[str, Any]:
+        """Re-read the config and apply only the difference (see :mod:`.reload`).
+
+        A config that does not validate is rejected and the running one stays in force.
+        The reply's message lists what was added, removed, restarted and left alone.
+
+        **Cancellation:** bots already stopped or started stay so; the config in force is
+        the new one once any bot has been acted on.
+        """
+        async with self._reload_lock:
+            if self._shutting_down:
+                return {"ok": False, "code": 1, "message": "the manager is shutting down"}
+            try:
+                new = await trio.to_thread.run_sync(load_config, self.paths.config)
+            except ConfigError as exc:
+                LOGGER.warning("reload (%s) rejected; the running config stays: %s", source, exc)
+                return {"ok": False, "code": exc.exit_code, "message": str(exc)}
+            diff = ConfigDiff.between(self.config, new)
+            for warning in new.warnings:
+                LOGGER.warning("%s", warning)
+            await self._each(self._remove_bot, diff.removed)
+            self.config = new
+            for name in diff.updated:
+                self.runners[name].bot = new.bots[name]
+            for name in diff.added:
+                self._add_runner(new.bots[name])
+                self.records[name] = BotRecord(name=name)
+            await self._each(self._replace_bot, diff.restarted)
+            await self._each(self._start_added, diff.added)
+        summary = diff.summary()
+        LOGGER.info("config reloaded (%s): %s", source, "; ".join(summary))
+        return {"ok": True, "code": 0, "message": "\n".join(summary), "reload": attrs.asdict(diff)}
+
+    @staticmethod
+    async def _each(action: Callable[[str], Awaitable[None]], names: tuple[str, ...]) -> None:
+        """Run *action* on every name in parallel; a failure is logged, not raised."""
+
+        async def act(name: str) -> None:
+            try:
+                await action(name)
+            except OrchestratorError as exc:
+                LOGGER.warning("reload: %s: %s", name, exc)
+
+        async with trio.open_nursery() as nursery:
+            for name in names:
+                nursery.start_soon(act, name)
+
+    async def _remove_bot(self, name: str) -> None:
+        async with self._locks[name]:
+            runner = self.runners[name]
+            if runner.active:
+                await runner.stop(StopReason.RELOAD)
+            del self.runners[name]
+            record = self.records.pop(name)
+            await self._save(Write(record, "reload", "removed from the config", forget=True))
+
+    async def _replace_bot(self, name: str) -> None:
+        async with self._locks[name]:
+            old = self.runners[name]
+            was_up = old.active
+            if was_up:
+                await old.stop(StopReason.RELOAD)
+            runner = self._add_runner(self.config.bots[name])
+            runner.state = old.state
+            detail = "settings changed" + ("; restarting" if was_up else "")
+            await self._save(Write(self.records[name], "reload", detail))
+            if not was_up:
+                return
+            run = await self._begin(runner)
+        await self._started(runner, run, "restarted")
+
+    async def _start_added(self, name: str) -> None:
+        await self._save(Write(self.records[name], "reload", "added to the config"))
+        if self.config.bots[name].autostart:
+            await self._start(self.runners[name])
+
+    async def _save(self, write: Write) -> None:
+        try:
+            await self._writer.commit(write)
+        except StateError as exc:
+            LOGGER.warning("%s: %s not saved: %s", write.record.name, write.event, exc)
+
     # ----- transitions -----
 
     async def _on_transition(self, runner: BotRunner, transition: Transition) -> None:
@@ -251,12 +342,7 @@ class Supervisor:
         self.counters.record(name, transition, previous.state)
         if transition.message:
             self._messages[name] = transition.message
-        try:
-            await self._writer.commit(
-                Write(record, transition.state.value, transition.message or None)
-            )
-        except StateError as exc:
-            LOGGER.warning("%s %s not saved: %s", name, transition.state, exc)
+        await self._save(Write(record, transition.state.value, transition.message or None))
         self._log_transition(name, transition, previous.state, record)
 
     def _record_changes(
@@ -337,10 +423,7 @@ class Supervisor:
             update_time=now_iso(),
         )
         self.records[bot.name] = record
-        try:
-            await self._writer.commit(Write(record, "update", result.message))
-        except StateError as exc:
-            LOGGER.warning("%s update not saved: %s", bot.name, exc)
+        await self._save(Write(record, "update", result.message))
         return result
 
     # ----- commands -----
@@ -362,6 +445,8 @@ class Supervisor:
                 await self.look()
             if command.action in (Action.LIST, Action.STATUS_ALL):
                 return self._list(source)
+            if command.action is Action.RELOAD:
+                return await self.reload(source)
             runners = self._runners_named(command)  # every name checked before acting
             if command.action is Action.STATUS:
                 return {"ok": True, "code": 0, "message": "", "bot": self.info(command.name)}
@@ -502,11 +587,13 @@ class Supervisor:
     def info(self, name: str) -> dict[str, Any]:
         runner = self.runners[name]
         started_at = runner.started_at if runner.pid is not None else None
-        info = bot_info(self.config.bots[name], self.records[name], started_at)
+        info = bot_info(runner.bot, self.records[name], started_at)
         return info | (self.sampler.usage(name) if runner.pid else NOT_SAMPLED)
 
     def all_info(self) -> list[dict[str, Any]]:
-        return [self.info(name) for name in self.config.bots]
+        # The runners, not the config: during a reload a removed bot may still be
+        # stopping, and an added one may already run.
+        return [self.info(name) for name in self.runners]
 
     # ----- metrics and the status page (issue 15) -----
 
@@ -601,6 +688,9 @@ def _setup_logging(log_directory: Path, sink: OutputSink) -> list[logging.Handle
     file_handler = logging.FileHandler(log_directory / "bot_manager.log", encoding="utf-8")
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     console_handler = ConsoleLogHandler(sink)
+    # A record logged with extra={"console": False} goes to the file only: the config
+    # warnings, which the CLI has printed already.
+    console_handler.addFilter(lambda record: getattr(record, "console", True))
     console_handler.setFormatter(
         logging.Formatter("%(asctime)s [trio-orch] %(message)s", datefmt="%H:%M:%S")
     )
@@ -641,7 +731,7 @@ def run_manager(config: Config, paths: Paths, color_mode: str) -> int:
             ) from None
         stack.callback(_remove_handlers, handlers)
         for warning in config.warnings:
-            LOGGER.warning("%s", warning)
+            LOGGER.warning("%s", warning, extra={"console": False})
         supervisor = Supervisor(config=config, paths=paths, store=store, stored=stored, sink=sink)
         try:
             # Until the signal task takes SIGINT over, a Ctrl-C raises KeyboardInterrupt;

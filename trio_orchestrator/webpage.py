@@ -210,7 +210,7 @@ function render(doc) {
         const pre = document.createElement("pre");
         pre.className = "log";
         pre.id = "log-" + bot.name;
-        pre.textContent = "\u2026";
+        pre.textContent = "\\u2026";
         td.appendChild(pre);
       }
       rows.push(logRow);

@@ -181,8 +181,11 @@ def test_non_loopback_without_a_token_is_refused_at_start(tmp_path):
     assert not (tmp_path / ".trio-orch.sock").exists()
 
 
-def test_loopback_by_default(tmp_path, manager_factory):
-    config = _config(tmp_path, metrics_listen=":0")
+def test_a_host_name_binds_its_loopback_addresses_only(tmp_path, manager_factory):
+    config = _config(tmp_path, metrics_listen="localhost:0")
     manager = manager_factory(config).wait_ready()
-    assert _address(manager).startswith("127.0.0.1:")
+    _address(manager)
+    line = next(x for x in manager.output().splitlines() if "/metrics on http://" in x)
+    addresses = line.split("http://", 1)[1].rstrip("/").split(", ")
+    assert all(re.fullmatch(r"(127\.0\.0\.1|\[::1\]):\d+", a) for a in addresses), line
     assert manager.stop() == 0
