@@ -132,5 +132,8 @@ def test_counters():
     assert len(calls) == 2
 
 
-def test_listen_settings_read_missing_keys_as_none():
-    assert listen_settings(object()) == (None, None)
+def test_listen_settings(tmp_path):
+    from helpers import make_config
+
+    settings = make_config(tmp_path, {}, metrics_listen="127.0.0.1:9464").settings
+    assert listen_settings(settings) == ("127.0.0.1:9464", None)

@@ -18,6 +18,7 @@ from trio_orchestrator.runner import BotState, StopReason
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
+    from trio_orchestrator.config import GlobalSettings
     from trio_orchestrator.runner import Transition
     from trio_orchestrator.sampler import ManagerUsage
 
@@ -61,9 +62,9 @@ _WITH_PROCESS = (BotState.RUNNING, BotState.PAUSED, BotState.STOPPING)
 _ENDS = (BotState.BACKOFF, BotState.EXITED, BotState.FAILED)
 
 
-def listen_settings(settings: object) -> tuple[str | None, str | None]:
+def listen_settings(settings: GlobalSettings) -> tuple[str | None, str | None]:
     """``(metrics_listen, web_token)`` of the global settings (None when not set)."""
-    return getattr(settings, "metrics_listen", None), getattr(settings, "web_token", None)
+    return settings.metrics_listen, settings.web_token
 
 
 def exit_label(transition: Transition, previous: str) -> str | None:
