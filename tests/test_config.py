@@ -108,7 +108,7 @@ def test_check_command_exit_codes_without_traceback(tmp_path):
     good = write_config(tmp_path / "good.yaml", {"A": {"script": "m.py", "directory": "."}})
     result = cli(good, "check")
     assert result.returncode == 0, result.stderr
-    assert "1 bots" in result.stdout
+    assert "1 bot: A" in result.stdout
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("bots:\n  A: {script: m.py, directory: ., color: pink}\n")

@@ -101,7 +101,10 @@ def test_color_decision():
     assert should_color("auto", FakeTty(), {}) is True
     assert should_color("auto", io.BytesIO(), {}) is False
     assert should_color("always", io.BytesIO(), {}) is True
-    assert should_color("always", FakeTty(), {"NO_COLOR": "1"}) is False
+    # no-color.org: NO_COLOR turns off the default; an explicit flag wins over it.
+    assert should_color("always", io.BytesIO(), {"NO_COLOR": "1"}) is True
+    assert should_color("auto", FakeTty(), {"NO_COLOR": "1"}) is False
+    assert should_color("auto", FakeTty(), {"NO_COLOR": ""}) is True
     assert should_color("never", FakeTty(), {}) is False
 
 

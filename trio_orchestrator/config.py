@@ -443,7 +443,7 @@ class Config:
         try:
             return self.bots[name]
         except KeyError:
-            raise UnknownBotError(name) from None
+            raise UnknownBotError(name, known=self.bots) from None
 
     @classmethod
     def from_mapping(cls, data: object, path: Path) -> Config:

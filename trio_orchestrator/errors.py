@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
 __all__ = [
     "EXIT_ACTION_FAILED",
@@ -84,11 +84,25 @@ class ConfigErrors(ConfigError):
 
 
 class UnknownBotError(OrchestratorError):
+    """A command named a bot that the config does not define.
+
+    Args:
+        name: the name as given.
+        known: the configured names, listed in the message so the user can fix a typo.
+    """
+
     exit_code = EXIT_USAGE
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, known: Iterable[str] | None = None):
         self.name = name
-        super().__init__(f"unknown bot {name!r}")
+        self.known = tuple(known) if known is not None else None
+        if self.known is None:
+            hint = ""
+        elif self.known:
+            hint = f" (known bots: {', '.join(self.known)})"
+        else:
+            hint = " (the config defines no bots)"
+        super().__init__(f"unknown bot {name!r}{hint}")
 
 
 class ActionFailed(OrchestratorError):
@@ -109,10 +123,21 @@ class ManagerRunning(OrchestratorError):
 
 
 class ManagerNotRunning(OrchestratorError):
+    """Nothing answers on the control socket.
+
+    Args:
+        socket_path: where the manager was looked for.
+        start_command: the command that starts one, suggested in the message.
+    """
+
     exit_code = EXIT_NO_MANAGER
 
-    def __init__(self, socket_path: object):
-        super().__init__(f"no manager is running (no answer on {socket_path})")
+    def __init__(self, socket_path: object, start_command: str = "trio-orch start_all"):
+        self.socket_path = socket_path
+        self.start_command = start_command
+        super().__init__(
+            f"no manager is running (no answer on {socket_path}); start one with `{start_command}`"
+        )
 
 
 class StateError(OrchestratorError):

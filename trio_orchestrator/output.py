@@ -13,6 +13,8 @@ import sys
 from collections import deque
 from typing import IO, TYPE_CHECKING
 
+from colorama import Fore, Style
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
@@ -28,29 +30,29 @@ __all__ = [
 
 MAX_LINE_BYTES = 64 * 1024
 
+# The prefix colours of config.COLORS, as colorama's ANSI sequences.
 _ANSI = {
-    "red": b"\x1b[31m",
-    "green": b"\x1b[32m",
-    "yellow": b"\x1b[33m",
-    "blue": b"\x1b[34m",
-    "magenta": b"\x1b[35m",
-    "cyan": b"\x1b[36m",
-    "white": b"\x1b[37m",
+    "red": Fore.RED.encode(),
+    "green": Fore.GREEN.encode(),
+    "yellow": Fore.YELLOW.encode(),
+    "blue": Fore.BLUE.encode(),
+    "magenta": Fore.MAGENTA.encode(),
+    "cyan": Fore.CYAN.encode(),
+    "white": Fore.WHITE.encode(),
 }
-_RESET = b"\x1b[0m"
+_RESET = Style.RESET_ALL.encode()
 
 
 def should_color(mode: str, stream: IO[bytes] | IO[str], environ: Mapping[str, str]) -> bool:
     """Decide whether prefixes get ANSI colours.
 
-    ``NO_COLOR`` (any non-empty value, see no-color.org) always wins; ``always`` forces
-    colour even into a pipe; ``auto`` colours only a terminal.
+    An explicit ``always`` or ``never`` wins (no-color.org: a command-line flag overrides
+    ``NO_COLOR``); ``always`` colours even a pipe. ``auto`` colours only a terminal, and
+    not when ``NO_COLOR`` is set to a non-empty value.
     """
-    if environ.get("NO_COLOR"):
-        return False
     if mode == "always":
         return True
-    if mode == "never":
+    if mode == "never" or environ.get("NO_COLOR"):
         return False
     try:
         return stream.isatty()

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import fcntl
 import logging
 import os
+import random
 import signal
 import subprocess
 import time
@@ -58,6 +60,9 @@ F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, which Python names only from 3.10 on 
 # a grandchild that left the process group) before we stop reading them.
 PUMP_GRACE_SECONDS = 2.0
 GROUP_POLL_SECONDS = 0.05
+# Spawn failures that say the machine is short of something (fds, processes, memory) for
+# now: they go through backoff like a crash instead of failing the bot at once.
+_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM}
 # After SIGKILL, how long we wait for the group to disappear before giving up on it.
 SIGKILL_WAIT_SECONDS = 1.0
 
@@ -260,6 +265,7 @@ class BotRunner:
     _consecutive: int = attrs.field(init=False, default=0)
     _started_clock: float = attrs.field(init=False, default=0.0)  # trio clock, for health
     _spawn_error: str = attrs.field(init=False, default="")
+    _spawn_short_of_resources: bool = attrs.field(init=False, default=False)
     # The current process's own scope: cancelled to restart it as a failure (hung, memory).
     _process_scope: trio.CancelScope | None = attrs.field(init=False, default=None)
     _process_reason: StopReason | None = attrs.field(init=False, default=None)
@@ -322,7 +328,8 @@ class BotRunner:
         while True:
             exit_code = await self._run_once(run)
             reason = self._end_reason(exit_code)
-            if exit_code is None and self.restarts == 0 and self._consecutive == 0:
+            first_attempt = self.restarts == 0 and self._consecutive == 0
+            if exit_code is None and first_attempt and not self._spawn_short_of_resources:
                 return Transition(BotState.FAILED, reason=reason, message=reason)
             # A process we ended (hung, over memory) failed, whatever its exit code says.
             ended_by_us = self._process_reason is not None
@@ -339,6 +346,10 @@ class BotRunner:
             self._consecutive += 1
             self.restarts += 1
             delay = bot.restart_delay
+            if exit_code is None and self._spawn_short_of_resources:
+                # Out of fds or processes: bots failing together retry apart, so the
+                # ones the limit allows do get to run.
+                delay *= random.uniform(0.5, 1.5)
             message = (
                 f"{reason}; restart {self._consecutive}/{bot.max_restart_attempts} in {delay:g}s"
             )
@@ -369,7 +380,8 @@ class BotRunner:
                 with trio.CancelScope(shield=True):
                     process = await nursery.start(self._run_process)
             except OSError as exc:
-                self._spawn_error = f"cannot start: {exc.strerror or exc}"
+                self._spawn_error = f"cannot start: {(exc.strerror or str(exc)).lower()}"
+                self._spawn_short_of_resources = exc.errno in _RESOURCE_ERRNOS
                 if self.restarts or self._consecutive:
                     LOGGER.warning("%s: %s", self.name, self._spawn_error)
                 run.first_start.set()
@@ -416,13 +428,29 @@ class BotRunner:
 
     @property
     def _stop_signal(self) -> int:
-        return getattr(self.bot, "stop_signal", signal.SIGTERM)
+        return self.bot.stop_signal
+
+    async def _argv(self) -> list[str]:
+        """The argv to spawn: a command's first word resolved now (directory, then PATH).
+
+        Raises:
+            FileNotFoundError: a command whose program is nowhere to be found.
+        """
+        argv = self.bot.argv
+        if self.bot.is_python:
+            return argv
+        program = await trio.to_thread.run_sync(self.bot.executable)
+        if program is None:
+            where = self.bot.directory if "/" in argv[0] else f"{self.bot.directory} or on PATH"
+            raise FileNotFoundError(errno.ENOENT, f"executable {argv[0]!r} not found in {where}")
+        return [program, *argv[1:]]
 
     async def _run_process(self, *, task_status: trio.TaskStatus[trio.Process]) -> None:
         env = {**os.environ, **dict(self.bot.env), **dict(self.extra_env), "PYTHONUNBUFFERED": "1"}
+        argv = await self._argv()
         with trio.CancelScope() as self._process_scope:
             await self.spawn(
-                self.bot.argv,
+                argv,
                 cwd=self.bot.directory,
                 env=env,
                 stdin=subprocess.DEVNULL,

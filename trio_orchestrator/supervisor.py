@@ -164,9 +164,10 @@ class Supervisor:
                             await root.start(web)
                         await root.start(self._read_command_file)
                         LOGGER.info(
-                            "trio-orch manager running (pid %d, %d bots configured, socket %s)",
+                            "trio-orch manager running (pid %d, %d bot%s configured, socket %s)",
                             os.getpid(),
                             len(self.config.bots),
+                            "" if len(self.config.bots) == 1 else "s",
                             self.paths.socket,
                         )
                         root.start_soon(self._restore)

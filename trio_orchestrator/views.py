@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from trio_orchestrator.procfs import proc_stat_fields
+
 if TYPE_CHECKING:
     from pathlib import Path
 
     from trio_orchestrator.config import BotConfig
     from trio_orchestrator.state import BotRecord
 
-__all__ = ["Paths", "bot_info", "one_line_status"]
+__all__ = ["Paths", "bot_info", "one_line_status", "recorded_process_alive"]
 
 
 @attrs.frozen
@@ -80,3 +82,16 @@ def one_line_status(info: dict[str, Any]) -> str:
         f"{info['name']}: {info['state']} pid={pid} starts={info['start_count']} "
         f"restarts={info['restarts']} last_exit={info['last_exit_code']}"
     )
+
+
+def recorded_process_alive(pid: int | None, start_ticks: int | None) -> bool:
+    """Whether the process the db recorded still runs: same pid, same start time.
+
+    The start time (/proc/PID/stat field 22, clock ticks since boot) tells the recorded
+    process from a later one that reused its pid. A zombie has ended. Without a recorded
+    start time the answer is False: a pid alone proves nothing.
+    """
+    if pid is None or start_ticks is None:
+        return False
+    fields = proc_stat_fields(pid)
+    return fields is not None and fields[0] != b"Z" and int(fields[19]) == start_ticks

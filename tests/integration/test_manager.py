@@ -120,8 +120,13 @@ def test_color_always_and_no_color(tmp_path, manager_factory):
     wait_for(lambda: "hello" in manager.output())
     assert "\x1b[37m[Hue]\x1b[0m hello\n" in manager.output()
     assert manager.stop() == 0
+    # no-color.org: NO_COLOR turns off the default, an explicit --color always still wins.
     env = {**os.environ, "NO_COLOR": "1"}
     manager = manager_factory(config, ["--color", "always"], env=env).wait_ready()
+    wait_for(lambda: "hello" in manager.output())
+    assert "\x1b[37m[Hue]\x1b[0m hello\n" in manager.output()
+    assert manager.stop() == 0
+    manager = manager_factory(config, ["--color", "never"]).wait_ready()
     wait_for(lambda: "hello" in manager.output())
     assert "[Hue] hello\n" in manager.output()
     assert "\x1b[" not in manager.output()
