@@ -18,6 +18,7 @@ one writer task) and calls git (through ``to_thread``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 import trio
 
-from trio_orchestrator import gitupdate
+from trio_orchestrator import gitupdate, metrics
 from trio_orchestrator.commandfile import CommandFile
 from trio_orchestrator.commands import Action, Command
 from trio_orchestrator.config import load_config
@@ -47,6 +48,7 @@ from trio_orchestrator.runner import (
     Transition,
     describe_exit,
 )
+from trio_orchestrator.sampler import NOT_SAMPLED, Sampler, read_manager_usage
 from trio_orchestrator.sink import ConsoleLogHandler, OutputSink
 from trio_orchestrator.state import BotRecord, OwnerLock, StateStore, Write, now_iso
 from trio_orchestrator.statewriter import StateWriter
@@ -54,6 +56,7 @@ from trio_orchestrator.views import bot_info, one_line_status
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
+    from pathlib import Path
 
     from trio_orchestrator.config import BotConfig, Config, GlobalSettings
     from trio_orchestrator.views import Paths
@@ -105,9 +108,13 @@ class Supervisor:
     # Bots that `update NAME` just updated and is restarting: their next start skips the
     # update that has just run (and keeps its outcome as the bot's last update).
     _freshly_updated: set[str] = attrs.field(init=False, factory=set)
+    # Issue 15: CPU/memory sampling, counters for the metrics (see metrics.py, web.py).
+    sampler: Sampler = attrs.field(init=False)
+    counters: metrics.Counters = attrs.field(init=False, factory=metrics.Counters)
 
     def __attrs_post_init__(self) -> None:
         self._writer = StateWriter(self.store, self._limiter)
+        self.sampler = Sampler(lambda: {n: r.pid for n, r in self.runners.items() if r.pid})
         for bot in self.config.bots.values():
             self._add_runner(bot)
 
@@ -142,6 +149,7 @@ class Supervisor:
     async def _serve(self, signals: AsyncIterator[int], task_status: trio.TaskStatus[None]) -> None:
         listener = await bind_control_socket(self.paths.socket)
         try:
+            web = await self._bind_web()  # before any nursery: errors are one plain line
             await self._recover()
             async with trio.open_nursery() as infrastructure:
                 await infrastructure.start(self.sink.run)
@@ -151,6 +159,9 @@ class Supervisor:
                         self._root = root
                         root.start_soon(self._handle_signals, signals)
                         await root.start(serve_control, listener, self.execute)
+                        await root.start(self.sampler.run)
+                        if web is not None:
+                            await root.start(web)
                         await root.start(self._read_command_file)
                         LOGGER.info(
                             "trio-orch manager running (pid %d, %d bot%s configured, socket %s)",
@@ -332,6 +343,7 @@ class Supervisor:
         previous = self.records[name]  # every configured bot has one since recovery
         record = attrs.evolve(previous, **self._record_changes(runner, transition, previous))
         self.records[name] = record
+        self.counters.record(name, transition, previous.state)
         if transition.message:
             self._messages[name] = transition.message
         detail = self._event_detail(transition, previous.state, record)
@@ -446,6 +458,10 @@ class Supervisor:
         raises for a bad command: that is a reply with a non-zero code.
         """
         try:
+            if command.action is Action.METRICS:
+                return {"ok": True, "code": 0, "message": await self.metrics_text()}
+            if command.action in (Action.LIST, Action.STATUS_ALL, Action.STATUS):
+                await self.look()
             if command.action in (Action.LIST, Action.STATUS_ALL):
                 return self._list(source)
             if command.action is Action.RELOAD:
@@ -594,12 +610,74 @@ class Supervisor:
     def info(self, name: str) -> dict[str, Any]:
         runner = self.runners[name]
         started_at = runner.started_at if runner.pid is not None else None
-        return bot_info(runner.bot, self.records[name], started_at, runner.next_restart)
+        info = bot_info(runner.bot, self.records[name], started_at, runner.next_restart)
+        return info | (self.sampler.usage(name) if runner.pid else NOT_SAMPLED)
 
     def all_info(self) -> list[dict[str, Any]]:
         # The runners, not the config: during a reload a removed bot may still be
         # stopping, and an added one may already run.
         return [self.info(name) for name in self.runners]
+
+    # ----- metrics and the status page (issue 15) -----
+
+    async def _bind_web(self) -> Callable[..., Awaitable[None]] | None:
+        """Bind ``metrics_listen``, if set; the listener's serve task (h11 loaded only then)."""
+        listen, token = metrics.listen_settings(self.config.settings)
+        if listen is None:
+            return None
+        from trio_orchestrator import web
+
+        listeners = await web.bind_web(listen, token, self.config.path)
+        self.sampler.keep_sampling("metrics listener")
+        where = ", ".join(web.bound_addresses(listeners))
+        LOGGER.info("status page and /metrics on http://%s/", where)
+        return partial(web.serve_web, listeners, self, token)
+
+    async def look(self) -> None:
+        """Someone looks at the figures: fresh CPU/memory samples for a while."""
+        await self.sampler.look()
+
+    async def metrics_text(self) -> str:
+        """The Prometheus text exposition of every bot and the manager."""
+        await self.look()
+        manager = await trio.to_thread.run_sync(read_manager_usage)
+        bots = []
+        for name, runner in self.runners.items():
+            usage = self.sampler.tracker.figures.get(name) if runner.pid else None
+            bots.append(
+                metrics.bot_metrics(
+                    name,
+                    state=str(runner.state),
+                    pid=runner.pid,
+                    record=self.records[name],
+                    counters=self.counters,
+                    usage=usage,
+                    cpu_seconds=self.sampler.tracker.cpu_seconds(name),
+                    line_counts=self.sink.lines_total,
+                    start_time=runner.started_at,
+                )
+            )
+        return metrics.render(bots, manager, _version())
+
+    def log_path(self, name: str) -> Path | None:
+        """The output log of a configured bot (None for an unknown name)."""
+        bot = self.config.bots.get(name)
+        return None if bot is None else self.config.settings.log_directory / f"{bot.name}.log"
+
+    def add_change_listener(self, listener: Callable[[], None]) -> None:
+        """Call *listener* after every transition and every CPU/memory sample."""
+        self.counters.listeners.append(listener)
+        self.sampler.listeners.append(lambda _figures: listener())
+
+
+@functools.cache
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("trio-orch")
+    except PackageNotFoundError:
+        return ""
 
 
 async def _run_cancellable(
