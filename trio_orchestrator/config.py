@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os.path
 import re
+import shlex
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +25,9 @@ __all__ = [
     "BotConfig",
     "Config",
     "GlobalSettings",
+    "Hooks",
     "load_config",
+    "parse_size",
 ]
 
 COLORS = ("red", "green", "yellow", "blue", "magenta", "cyan", "white")
@@ -36,6 +39,37 @@ MIN_HEALTHY_UPTIME = 1.0
 
 _MISSING = object()
 
+# ----- provisional recovery keys (issue 13); superseded by the config rewrite -----
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:([kKmMgGtT])(i?)[bB]?)?")
+HOOK_EVENTS = ("on_exit", "on_restart", "on_failed", "on_update")
+
+
+def parse_size(value: object) -> int:
+    """``300MB`` (10^6), ``300MiB``/``300M`` (2^20), ``512k``, ``1G`` or an int of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE_RE.fullmatch(str(value).strip())
+    if match is None:
+        raise ValueError(f"not a size: {value!r} (use e.g. 300MB, 300MiB, 512k or bytes)")
+    number, unit, binary = match.groups()
+    decimal = unit is not None and not binary and str(value).strip()[-1] in "bB"
+    exponent = "kmgt".index(unit.lower()) + 1 if unit else 0
+    return round(float(number) * (1000 if decimal else 1024) ** exponent)
+
+
+@attrs.frozen
+class Hooks:
+    """Commands run on bot events (argv tuples, None for none); a bot's own hook wins."""
+
+    on_exit: tuple[str, ...] | None = None
+    on_restart: tuple[str, ...] | None = None
+    on_failed: tuple[str, ...] | None = None
+    on_update: tuple[str, ...] | None = None
+
+    def merged(self, other: Hooks) -> Hooks:
+        ours = attrs.asdict(other, recurse=False, filter=lambda _field, value: value is not None)
+        return attrs.evolve(self, **ours)
+
 
 @attrs.frozen
 class GlobalSettings:
@@ -46,6 +80,13 @@ class GlobalSettings:
     command_poll_interval: float = 2.0
     healthy_uptime: float = 5.0
     git_timeout: float = 60.0
+    restart_backoff: float = 1.0
+    max_restart_delay: float = 300.0
+    restart_window: float | None = None
+    failed_cooldown: float | None = None
+    hooks: Hooks = Hooks()
+    hook_timeout: float = 30.0
+    rollback_window: float = 600.0
 
 
 @attrs.frozen
@@ -70,6 +111,16 @@ class BotConfig:
     auto_update: bool = False
     force_sync: bool = False
     preserve_files: tuple[str, ...] = ()
+    restart_backoff: float = 1.0
+    max_restart_delay: float = 300.0
+    restart_window: float | None = None
+    failed_cooldown: float | None = None
+    heartbeat_timeout: float | None = None
+    heartbeat_grace: float | None = None
+    max_memory: int | None = None
+    hooks: Hooks = Hooks()
+    rollback_on_failure: bool = False
+    rollback_window: float = 600.0
 
     @property
     def argv(self) -> list[str]:
@@ -134,6 +185,13 @@ _GLOBAL_KEYS = {
     "command_poll_interval",
     "healthy_uptime",
     "git_timeout",
+    "restart_backoff",
+    "max_restart_delay",
+    "restart_window",
+    "failed_cooldown",
+    "hooks",
+    "hook_timeout",
+    "rollback_window",
 }
 _BOT_KEYS = {
     "script",
@@ -152,6 +210,16 @@ _BOT_KEYS = {
     "auto_update",
     "force_sync",
     "preserve_files",
+    "restart_backoff",
+    "max_restart_delay",
+    "restart_window",
+    "failed_cooldown",
+    "heartbeat_timeout",
+    "heartbeat_grace",
+    "max_memory",
+    "hooks",
+    "rollback_on_failure",
+    "rollback_window",
 }
 
 
@@ -211,7 +279,23 @@ class _Parser:
             command_poll_interval=get("command_poll_interval", float, 2.0, minimum=0.05),
             healthy_uptime=healthy,
             git_timeout=get("git_timeout", float, 60.0, minimum=1),
+            restart_backoff=get("restart_backoff", float, 1.0, minimum=1),
+            max_restart_delay=get("max_restart_delay", float, 300.0),
+            restart_window=get("restart_window", float, None),
+            failed_cooldown=get("failed_cooldown", float, None),
+            hooks=self.parse_hooks(get("hooks", dict, {}), None),
+            hook_timeout=get("hook_timeout", float, 30.0),
+            rollback_window=get("rollback_window", float, 600.0),
         )
+
+    def parse_hooks(self, raw: Mapping[str, Any], bot: str | None) -> Hooks:
+        commands = {}
+        for event, command in raw.items():
+            if event not in HOOK_EVENTS or not isinstance(command, (str, list)):
+                raise self.error(f"bad hook {event!r}: {command!r}", bot=bot, key="hooks")
+            argv = shlex.split(command) if isinstance(command, str) else command
+            commands[event] = tuple(str(arg) for arg in argv) or None
+        return Hooks(**commands)
 
     def parse_bot(self, name: object, raw: object, settings: GlobalSettings) -> BotConfig:
         if not isinstance(name, str) or not BOT_NAME_RE.fullmatch(name):
@@ -289,7 +373,35 @@ class _Parser:
             auto_update=get("auto_update", bool, repo_url is not None),
             force_sync=get("force_sync", bool, False),
             preserve_files=tuple(preserve),
+            restart_backoff=self.override(
+                get("restart_backoff", float, None, minimum=1), settings.restart_backoff
+            ),
+            max_restart_delay=self.override(
+                get("max_restart_delay", float, None), settings.max_restart_delay
+            ),
+            restart_window=self.override(
+                get("restart_window", float, None), settings.restart_window
+            ),
+            failed_cooldown=self.override(
+                get("failed_cooldown", float, None), settings.failed_cooldown
+            ),
+            heartbeat_timeout=get("heartbeat_timeout", float, None),
+            heartbeat_grace=get("heartbeat_grace", float, None),
+            max_memory=self.parse_max_memory(raw.get("max_memory"), name),
+            hooks=settings.hooks.merged(self.parse_hooks(get("hooks", dict, {}), name)),
+            rollback_on_failure=get("rollback_on_failure", bool, False),
+            rollback_window=self.override(
+                get("rollback_window", float, None), settings.rollback_window
+            ),
         )
+
+    def parse_max_memory(self, value: object, bot: str) -> int | None:
+        if value is None:
+            return None
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            raise self.error(str(exc), bot=bot, key="max_memory") from None
 
     def value(
         self,
