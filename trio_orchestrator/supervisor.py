@@ -413,9 +413,10 @@ class Supervisor:
 
     async def _start(self, runner: BotRunner) -> str:
         async with self._locks[runner.name]:
-            if runner.active and runner.state is not BotState.BACKOFF:
+            if runner.active and runner.state not in (BotState.BACKOFF, BotState.FAILED):
                 raise ActionFailed(f"{runner.name} is already running (state {runner.state})")
-            run = await self._begin(runner)  # a start during the restart delay: start now
+            # A start during the restart delay or the failed_cooldown: start now.
+            run = await self._begin(runner)
         return await self._started(runner, run, "started")
 
     async def _stop(self, runner: BotRunner) -> str:
