@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 import trio
 
-from trio_orchestrator import gitupdate
+from trio_orchestrator import gitupdate, heartbeat
 from trio_orchestrator.commandfile import CommandFile
 from trio_orchestrator.commands import Action, Command
 from trio_orchestrator.control import bind_control_socket, serve_control
@@ -65,6 +65,8 @@ LOGGER = logging.getLogger("trio_orchestrator")
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ENDED = (BotState.STOPPED, BotState.EXITED, BotState.FAILED)
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Beside the db: one heartbeat file per bot, named in its TRIO_ORCH_HEARTBEAT_FILE.
+HEARTBEAT_DIRECTORY = ".trio-orch-heartbeats"
 
 
 @attrs.define(eq=False)
@@ -108,6 +110,7 @@ class Supervisor:
     def __attrs_post_init__(self) -> None:
         self._writer = StateWriter(self.store, self._limiter)
         for name, bot in self.config.bots.items():
+            beats = self.paths.db.parent / HEARTBEAT_DIRECTORY / name
             self.runners[name] = BotRunner(
                 bot=bot,
                 on_transition=self._on_transition,
@@ -115,7 +118,12 @@ class Supervisor:
                 before_start=self._update_before_start if bot.updates_enabled else None,
                 spawn=self.spawn,
                 killpg=self.killpg,
-                extra_env=(("TRIO_ORCH_BOT", name), (DB_TAG_VARIABLE, str(self.paths.db))),
+                extra_env=(
+                    ("TRIO_ORCH_BOT", name),
+                    (DB_TAG_VARIABLE, str(self.paths.db)),
+                    (heartbeat.ENV_VARIABLE, str(beats)),
+                ),
+                heartbeat_file=beats,
             )
             self._locks[name] = trio.Lock()
 
