@@ -34,6 +34,7 @@ from trio_orchestrator.commandfile import CommandFile
 from trio_orchestrator.commands import Action, Command
 from trio_orchestrator.control import bind_control_socket, serve_control
 from trio_orchestrator.errors import ActionFailed, OrchestratorError, StateError
+from trio_orchestrator.hooks import HookEvent, HookRunner, transition_events
 from trio_orchestrator.output import LogFiles, Printer, should_color
 from trio_orchestrator.procfs import process_start_ticks
 from trio_orchestrator.recovery import DB_TAG_VARIABLE, end_orphans, reset_records, restored_state
@@ -106,9 +107,13 @@ class Supervisor:
     # Bots that `update NAME` just updated and is restarting: their next start skips the
     # update that has just run (and keeps its outcome as the bot's last update).
     _freshly_updated: set[str] = attrs.field(init=False, factory=set)
+    _hooks: HookRunner = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._writer = StateWriter(self.store, self._limiter)
+        self._hooks = HookRunner(
+            timeout=self.config.settings.hook_timeout, cwd=self.config.directory
+        )
         for name, bot in self.config.bots.items():
             beats = self.paths.db.parent / HEARTBEAT_DIRECTORY / name
             self.runners[name] = BotRunner(
@@ -150,7 +155,7 @@ class Supervisor:
                 await infrastructure.start(self.sink.run)
                 await infrastructure.start(self._writer.run)
                 try:
-                    async with trio.open_nursery() as root:
+                    async with self._hooks.running(), trio.open_nursery() as root:
                         self._root = root
                         root.start_soon(self._handle_signals, signals)
                         await root.start(serve_control, listener, self.execute)
@@ -255,6 +260,11 @@ class Supervisor:
         except StateError as exc:
             LOGGER.warning("%s %s not saved: %s", name, transition.state, exc)
         self._log_transition(name, transition, previous.state, record)
+        for event in transition_events(transition):
+            hook_event = HookEvent(
+                event, name, transition.reason, transition.exit_code, record.update_commit
+            )
+            self._hooks.fire(runner.bot.hooks, hook_event)
 
     def _record_changes(
         self, runner: BotRunner, transition: Transition, record: BotRecord
@@ -338,6 +348,11 @@ class Supervisor:
             await self._writer.commit(Write(record, "update", result.message))
         except StateError as exc:
             LOGGER.warning("%s update not saved: %s", bot.name, exc)
+        if result.changed:
+            event = HookEvent(
+                "update", bot.name, result.message, None, result.new_commit, result.old_commit
+            )
+            self._hooks.fire(bot.hooks, event)
         return result
 
     # ----- commands -----
