@@ -141,7 +141,11 @@ class Reaper:
                     await sigchld.__anext__()
 
     async def reap_once(self) -> int:
-        """Reap every zombie child that is nobody's; return how many."""
+        """Reap every zombie child that is nobody's; return how many.
+
+        **Cancellation:** may be cancelled only while it looks (in a worker thread, not
+        abandoned); nothing is reaped then.
+        """
         mark = CHILDREN.mark()
         zombies, alive = await trio.to_thread.run_sync(_look)
         self._note_adopted(alive)
