@@ -512,7 +512,9 @@ class TrioOrch(System):
     def write_config(self) -> None:
         fleet = self.fleet
         bot = {"script": f"{fleet.kind}.py", "directory": str(self.run.bots_dir)}
-        settings = {"log_directory": "logs", "stop_timeout": fleet.stop_timeout}
+        # No rotation, like supervisord's stdout_logfile_maxbytes=0: the sink checks read
+        # logs/<Name>.log only.
+        settings = {"log_directory": "logs", "stop_timeout": fleet.stop_timeout, "log_max_bytes": 0}
         if fleet.crash_restart:
             bot |= {"restart": "always", "restart_delay": 0, "max_restart_attempts": 1_000_000}
             settings |= {"restart_delay": 0, "max_restart_attempts": 1_000_000}

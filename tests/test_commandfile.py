@@ -131,7 +131,7 @@ async def test_bad_lines_are_reported_and_later_lines_still_run(command_file, re
     await command_file.poll()
     append(
         command_file.path,
-        "start A\nfrobnicate A\n\n# a comment\nstop\nrestart A B\n   \nstop B\n",
+        "start A\nfrobnicate A\n\n# a comment\nstop\nstatus A B\n   \nstop B\n",
     )
     with caplog.at_level(logging.WARNING, logger=WARNING):
         await command_file.poll()
@@ -141,7 +141,7 @@ async def test_bad_lines_are_reported_and_later_lines_still_run(command_file, re
     assert "'frobnicate A'" in warnings[0]
     assert "unknown action" in warnings[0]
     assert "'stop'" in warnings[1]
-    assert "'restart A B'" in warnings[2]
+    assert "'status A B'" in warnings[2]
 
 
 async def test_unterminated_last_line_runs_once_the_file_has_settled(
