@@ -11,6 +11,7 @@ import os
 import pytest
 import trio
 from helpers import make_config, write_bot
+from test_runner import channel_output
 
 from trio_orchestrator.procfs import group_rss_bytes
 from trio_orchestrator.runner import BotRunner, BotState
@@ -99,7 +100,7 @@ def watched_runner(tmp_path, code, **bot_settings):
     runner = BotRunner(
         bot=config.bots["Bot"],
         on_transition=on_transition,
-        output=send,
+        output=channel_output(send),
         extra_env=(("TRIO_ORCH_HEARTBEAT_FILE", str(beats)),),
         heartbeat_file=beats,
         watch_interval=0.2,

@@ -354,7 +354,7 @@ class BotRunner:
                 failed = Transition(BotState.FAILED, None, exit_code, reason, message)
                 if bot.failed_cooldown is None:
                     self.next_restart = None
-                return failed
+                    return failed
                 await self._cool_down(failed, bot.failed_cooldown)
                 continue
             delay = budget.record(now)
