@@ -12,7 +12,12 @@ import attrs
 import pytest
 
 from trio_orchestrator.config import BotConfig, Config
-from trio_orchestrator.gitupdate import UpdateResult, current_commit, update_checkout
+from trio_orchestrator.gitupdate import (
+    UpdateResult,
+    current_commit,
+    rollback_checkout,
+    update_checkout,
+)
 
 pytestmark = [
     pytest.mark.git,
@@ -451,3 +456,32 @@ def test_current_commit(tmp_path: Path, remote: Remote) -> None:
     (bot_dir / "nested").mkdir()
     assert current_commit(bot_dir / "nested") is None
     assert current_commit(plain / "sub") is None
+
+
+# ----- rollback (issue 13.5) -----
+
+
+def test_rollback_resets_to_the_previous_commit_keeping_preserved_files(
+    tmp_path: Path, remote: Remote
+) -> None:
+    bot_dir = remote.clone(tmp_path / "bot")
+    good = head(bot_dir)
+    bad = remote.commit({"main.py": "raise SystemExit(1)\n"})
+    bot = make_bot(tmp_path, bot_dir, remote.url, preserve_files=[".env"])
+    assert update_checkout(bot).new_commit == bad
+    (bot_dir / ".env").write_text("TOKEN=1\n")
+
+    result = rollback_checkout(bot, good)
+
+    assert result == UpdateResult("rolled-back", f"rolled back {bad[:7]} -> {good[:7]}", bad, good)
+    assert head(bot_dir) == good
+    assert (bot_dir / "main.py").read_text() == "print('v1')\n"
+    assert (bot_dir / ".env").read_text() == "TOKEN=1\n"
+
+
+def test_rollback_to_an_unknown_commit_fails(tmp_path: Path, remote: Remote) -> None:
+    bot_dir = remote.clone(tmp_path / "bot")
+    sha = head(bot_dir)
+    result = rollback_checkout(make_bot(tmp_path, bot_dir, remote.url), "0" * 40)
+    assert result.outcome == "failed" and result.message.startswith("failed: git cat-file")
+    assert head(bot_dir) == sha

@@ -104,6 +104,10 @@ async def bind_control_socket(path: Path) -> trio.SocketListener:
                         raise ManagerRunning(path, None)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)  # stale: its manager is gone
+        # Bound under a temporary name and renamed into place once listening: a client
+        # that sees the path can connect (no window between bind() and listen()).
+        staging = path.with_name(f"{path.name}.{os.getpid()}.new")
+        with socket_address(staging) as address:
             sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
             # The umask makes the socket 0600 from its creation: no window in which another
             # user could connect. The chmod is belt and braces.
@@ -115,8 +119,15 @@ async def bind_control_socket(path: Path) -> trio.SocketListener:
                 raise
             finally:
                 os.umask(old_umask)
-        os.chmod(path, 0o600)
-        sock.listen(128)
+        try:
+            os.chmod(staging, 0o600)
+            sock.listen(128)
+            os.replace(staging, path)
+        except OSError:
+            sock.close()
+            with contextlib.suppress(OSError):
+                os.unlink(staging)
+            raise
     except OSError as exc:
         raise OrchestratorError(
             f"cannot create the control socket {path}: {exc.strerror or exc}"

@@ -56,6 +56,9 @@ _ADDED_COLUMNS = {
     "update_outcome": "TEXT",
     "update_commit": "TEXT",
     "update_time": "TEXT",
+    # The commit before the last update that changed it, and when (rollback, issue 13.5).
+    "update_previous_commit": "TEXT",
+    "update_changed_time": "TEXT",
 }
 COLUMNS = (
     "is_running",
@@ -95,6 +98,8 @@ class BotRecord:
     update_outcome: str | None = None
     update_commit: str | None = None
     update_time: str | None = None
+    update_previous_commit: str | None = None
+    update_changed_time: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> BotRecord:
@@ -128,6 +133,8 @@ class BotRecord:
             update_outcome=get("update_outcome"),
             update_commit=get("update_commit"),
             update_time=get("update_time"),
+            update_previous_commit=get("update_previous_commit"),
+            update_changed_time=get("update_changed_time"),
         )
 
     def to_columns(self) -> dict[str, Any]:
