@@ -4,70 +4,15 @@ then the real thing: process groups, signals, pause, grandchildren."""
 from __future__ import annotations
 
 import itertools
-import math
 import signal
 
 import pytest
 import trio
+from fakes import FakeBot, no_group
 from helpers import group_members, make_config, pid_alive, write_bot
 
 from trio_orchestrator.errors import ActionFailed
 from trio_orchestrator.runner import BotRunner, BotState
-
-
-class EmptyStream:
-    async def receive_some(self, max_bytes=None):
-        return b""
-
-    async def aclose(self):
-        pass
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc):
-        pass
-
-
-class FakeProcess:
-    def __init__(self, pid):
-        self.pid = pid
-        self.returncode = None
-        self.stdout = EmptyStream()
-        self.stderr = EmptyStream()
-        self._exited = trio.Event()
-
-    async def wait(self):
-        await self._exited.wait()
-        return self.returncode
-
-
-class FakeBot:
-    """Plays a scripted list of runs: (seconds until exit, exit code)."""
-
-    def __init__(self, runs):
-        self.runs = list(runs)
-        self.starts: list[float] = []
-        self.pids = itertools.count(10_000)
-
-    async def spawn(self, argv, *, task_status, deliver_cancel, **options):
-        assert options["start_new_session"] is True
-        duration, code = self.runs.pop(0) if self.runs else (math.inf, 0)
-        process = FakeProcess(next(self.pids))
-        self.starts.append(trio.current_time())
-        task_status.started(process)
-        try:
-            await trio.sleep(duration)
-            process.returncode = code
-        except trio.Cancelled:
-            process.returncode = -signal.SIGTERM
-            raise
-        finally:
-            process._exited.set()
-
-
-def no_group(pgid, sig):
-    raise ProcessLookupError
 
 
 def make_runner(tmp_path, fake, **bot_settings):
@@ -99,7 +44,7 @@ def states(transitions):
 
 
 async def test_crash_restarts_after_delay_then_fails(tmp_path, autojump_clock):
-    fake = FakeBot([(1, 1)] * 10)
+    fake = FakeBot([(1, 1)] * 10, first_pid=10_000)
     runner, transitions = make_runner(
         tmp_path, fake, restart_delay=5, max_restart_attempts=3, restart="on-failure"
     )

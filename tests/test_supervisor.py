@@ -1,0 +1,323 @@
+"""Supervisor: scripted bot histories against fake processes, under a mock clock.
+
+Each test runs the real :class:`Supervisor` (control socket, signal receiver, command
+file, a real SQLite db in tmp_path, a real OutputSink) with a fake spawner, ``killpg`` and
+git update, drives it through ``execute()`` and ``shutdown()`` on a timeline, then checks
+the db's records and history (honcho's tests play scripted process histories the same way).
+"""
+
+from __future__ import annotations
+
+import io
+import signal
+import sqlite3
+
+import attrs
+import pytest
+import trio
+import trio.testing
+from fakes import FakeBots, jump_when_idle
+from helpers import make_config
+
+from trio_orchestrator.commands import parse_command
+from trio_orchestrator.gitupdate import UpdateResult
+from trio_orchestrator.output import LogFiles, Printer
+from trio_orchestrator.sink import OutputSink
+from trio_orchestrator.state import StateStore
+from trio_orchestrator.supervisor import Supervisor
+from trio_orchestrator.views import Paths
+
+SHUTDOWN = "shutdown"
+UP_TO_DATE = UpdateResult("up-to-date", "up to date at c1", "c1", "c1")
+UPDATED = UpdateResult("updated", "updated c1 -> c2", "c1", "c2")
+
+
+@pytest.fixture
+def clock():
+    """Virtual time, advanced by :func:`fakes.jump_when_idle` (see there why not
+    ``autojump_clock``)."""
+    return trio.testing.MockClock()
+
+
+def no_update(bot, **options):
+    raise AssertionError(f"{bot.name}: unexpected git update")
+
+
+class ScriptedUpdate:
+    """A fake ``update_checkout`` returning scripted results (then the last one again)."""
+
+    def __init__(self, *results: UpdateResult):
+        self.results = list(results)
+        self.calls = 0
+
+    def __call__(self, bot, *, protected_dirs, timeout, cancel):
+        self.calls += 1
+        return self.results.pop(0) if len(self.results) > 1 else self.results[0]
+
+
+class HangingUpdate:
+    """An update that takes until it is cancelled (a git fetch from a dead remote).
+
+    Its thread does not hold the clock: virtual time passes while it waits.
+    """
+
+    def __init__(self):
+        self.waiting = 0
+
+    def __call__(self, bot, *, protected_dirs, timeout, cancel):
+        self.waiting += 1
+        try:
+            assert cancel.wait(10), "the hanging update was never cancelled"
+        finally:
+            self.waiting -= 1
+        return UpdateResult("failed", "failed: cancelled", "c1", None)
+
+
+@attrs.define
+class Harness:
+    """A supervisor of fake bots on a real db in *directory*."""
+
+    directory: object
+    bots: dict[str, dict]
+    scripts: dict[str, list[tuple[float, int]]]
+    update: object = no_update
+    settings: dict = attrs.Factory(dict)
+    stop_delays: dict[str, float] = attrs.Factory(dict)
+    fakes: FakeBots = attrs.field(init=False)
+    supervisor: Supervisor = attrs.field(init=False)
+    # (seconds from start-up when answered, the reply), one per command of the timeline
+    replies: dict[int, tuple[float, dict]] = attrs.Factory(dict)
+
+    def __attrs_post_init__(self):
+        self.fakes = FakeBots(self.scripts, self.stop_delays)
+
+    def build(self) -> Supervisor:
+        entries = {
+            name: {"script": "main.py", "directory": ".", **s} for name, s in self.bots.items()
+        }
+        # Polls of the command file are clock jumps and thread calls: rare unless wanted.
+        settings = {"command_poll_interval": 1000, **self.settings}
+        config = make_config(self.directory, entries, **settings)
+        paths = Paths.resolve(self.directory / "bot_config.yaml")
+        store = StateStore(paths.db)
+        sink = OutputSink(
+            Printer(color=False),
+            LogFiles(config.settings.log_directory),
+            io.BytesIO(),
+            io.BytesIO(),
+        )
+        self.supervisor = Supervisor(
+            config,
+            paths,
+            store,
+            store.load_all(),
+            sink,
+            update=self.update,
+            spawn=self.fakes.spawn,
+            killpg=self.fakes.killpg,
+        )
+        return self.supervisor
+
+    async def command(self, index: int, line: str, t0: float) -> None:
+        reply = await self.supervisor.execute(parse_command(line))
+        self.replies[index] = (trio.current_time() - t0, reply)
+
+    async def play(self, timeline: list[tuple]) -> None:
+        """Run the supervisor and send each command at its time (seconds from start-up),
+        concurrently; once all are answered, shut down if the timeline did not."""
+        supervisor = self.build()
+        try:
+            async with trio.open_nursery() as clock_driver:
+                clock_driver.start_soon(
+                    jump_when_idle, trio.lowlevel.current_clock(), self.threads_busy
+                )
+                await self._play(supervisor, timeline)
+                clock_driver.cancel_scope.cancel()
+        finally:
+            supervisor.store.close()
+
+    def threads_busy(self) -> bool:
+        # The db's limiter, and the default one (git updates, /proc scans, the sink's
+        # writes, the command file), less the threads of updates that hang on purpose.
+        busy = self.supervisor._limiter.borrowed_tokens
+        busy += trio.to_thread.current_default_thread_limiter().borrowed_tokens
+        return busy > getattr(self.update, "waiting", 0)
+
+    async def _play(self, supervisor: Supervisor, timeline: list[tuple]) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(supervisor.run)
+            t0 = trio.current_time()
+            async with trio.open_nursery() as commands:
+                for index, (at, line, *_) in enumerate(timeline):
+                    await trio.sleep_until(t0 + at)
+                    if line == SHUTDOWN:
+                        nursery.start_soon(supervisor.shutdown)
+                    else:
+                        commands.start_soon(self.command, index, line, t0)
+            if not supervisor._shutting_down:  # every command answered: now
+                await supervisor.shutdown()
+
+    def rows(self) -> dict[str, dict]:
+        with sqlite3.connect(self.directory / "bot_states.db") as db:
+            db.row_factory = sqlite3.Row
+            return {row["bot_name"]: dict(row) for row in db.execute("SELECT * FROM bot_states")}
+
+    def events(self, name: str) -> list[str]:
+        with sqlite3.connect(self.directory / "bot_states.db") as db:
+            query = "SELECT event FROM bot_history WHERE bot_name = ? ORDER BY id"
+            return [event for (event,) in db.execute(query, (name,))]
+
+
+# ----- scripted histories -----
+
+CRASH = (1, 1)  # runs 1 s, exits with code 1
+FOREVER = (1e6, 0)
+
+
+@attrs.frozen
+class Case:
+    """Bots (settings), their scripted runs ((seconds until exit, exit code), then
+    forever), a timeline of ``(seconds from start-up, command[, expected reply])``, and
+    what the db must say after the shutdown that ends the timeline: fields of each
+    bot's record and its history events."""
+
+    bots: dict[str, dict]
+    scripts: dict[str, list[tuple[float, int]]]
+    timeline: list[tuple]
+    records: dict[str, dict]
+    events: dict[str, list[str]]
+    stop_delays: dict[str, float] = attrs.Factory(dict)
+    update: object = no_update
+
+
+RUN = ["starting", "running"]
+STOP = ["stopping", "stopped"]
+SHUT_DOWN = {"state": "stopped", "preserved_state": 1, "is_running": 0, "pid": None}
+STOPPED_BY_USER = {"state": "stopped", "preserved_state": 0, "last_exit_reason": "stopped by user"}
+REPO = {"repo_url": "https://example.invalid/bot.git"}
+
+CASES = {
+    "crash-restarts-then-user-restart": Case(
+        {"A": {"restart_delay": 5, "max_restart_attempts": 3}},
+        {"A": [CRASH, CRASH]},
+        [
+            (20, "status A", {"state": "running", "start_count": 3, "restarts": 2}),
+            (30, "restart A", {"code": 0, "message": "A restarted (pid "}),
+            (40, "status A", {"state": "running", "start_count": 4, "restarts": 0}),
+        ],
+        {
+            "A": {
+                **SHUT_DOWN,
+                "start_count": 4,  # the first start, two automatic restarts, the user's
+                "restarts": 0,  # a user restart begins a new count
+                "last_exit_code": -signal.SIGTERM,
+                "last_exit_reason": "stopped by the manager's shutdown",
+            }
+        },
+        {"A": [*RUN, "backoff"] * 2 + RUN + STOP + RUN + STOP},
+    ),
+    "failed-after-max-attempts-then-user-start": Case(
+        {"A": {"restart_delay": 2, "max_restart_attempts": 2}},
+        {"A": [CRASH, CRASH, CRASH]},
+        [
+            (20, "status A", {"state": "failed", "restarts": 2, "last_exit_code": 1}),
+            (30, "start A", {"code": 0, "message": "A started (pid "}),
+            (31, "status A", {"state": "running", "restarts": 0, "start_count": 4}),
+        ],
+        {"A": {**SHUT_DOWN, "start_count": 4, "restarts": 0}},
+        {"A": [*RUN, "backoff"] * 2 + [*RUN, "failed"] + RUN + STOP},
+    ),
+    "exits-the-policy-does-not-restart": Case(
+        {"A": {"restart": "never"}, "B": {"restart": "on-failure"}},
+        {"A": [(1, 3)], "B": [(1, 0)]},
+        [(10, "start A", {"code": 0})],
+        {
+            "A": {**SHUT_DOWN, "start_count": 2},  # started again by the user: preserved
+            "B": {"state": "exited", "preserved_state": 0, "last_exit_code": 0},
+        },
+        {"A": [*RUN, "exited", *RUN, *STOP], "B": [*RUN, "exited"]},
+    ),
+    "stop-during-backoff": Case(
+        {"A": {"restart_delay": 100}},
+        {"A": [(1, 3)]},
+        [
+            (10, "stop A", {"code": 0, "message": "A stopped", "at": 10}),
+            (20, "stop A", {"code": 1, "message": "A is not running (state stopped)"}),
+        ],
+        {"A": {**STOPPED_BY_USER, "start_count": 1, "restarts": 1, "last_exit_code": 3}},
+        {"A": [*RUN, "backoff", "stopped"]},  # no process to stop: never `stopping`
+    ),
+    "second-stop-while-stopping": Case(
+        {"A": {}},
+        {"A": []},
+        [
+            (10, "stop A", {"code": 0, "message": "A stopped", "at": 15}),
+            # Waits for the first stop (the bot's lock), then finds nothing to stop.
+            (12, "stop A", {"code": 1, "message": "A is not running", "at": 15}),
+        ],
+        {"A": {**STOPPED_BY_USER, "start_count": 1, "last_exit_code": -signal.SIGTERM}},
+        {"A": RUN + STOP},
+        stop_delays={"A": 5},
+    ),
+    "preserved-on-shutdown-only-if-up": Case(
+        {"Up": {}, "Paused": {}, "Stopped": {}, "Exited": {"restart": "never"}},
+        {"Up": [], "Paused": [], "Stopped": [], "Exited": [(1, 0)]},
+        [(5, "pause Paused", {"code": 0}), (5, "stop Stopped", {"code": 0})],
+        {
+            "Up": {**SHUT_DOWN, "last_exit_reason": "stopped by the manager's shutdown"},
+            "Paused": {**SHUT_DOWN, "start_count": 1},
+            "Stopped": STOPPED_BY_USER,
+            "Exited": {"state": "exited", "preserved_state": 0},
+        },
+        {"Paused": [*RUN, "paused", *STOP], "Stopped": RUN + STOP, "Exited": [*RUN, "exited"]},
+    ),
+    "update-with-a-new-commit-restarts": Case(
+        {"A": REPO},
+        {"A": []},
+        [(10, "update A", {"code": 0, "message": "A updated c1 -> c2; restarted", "at": 10.1})],
+        {"A": {**SHUT_DOWN, "start_count": 2, "update_commit": "c2"}},
+        # The update's restart skips the update before the start: only two in all.
+        {"A": ["starting", "update", "running", "update", *STOP, *RUN, *STOP]},
+        update=ScriptedUpdate(UP_TO_DATE, UPDATED),
+    ),
+    "update-without-a-new-commit-does-not-restart": Case(
+        {"A": REPO},
+        {"A": []},
+        [(10, "update A", {"code": 0, "message": "A up to date at c1"})],
+        {"A": {**SHUT_DOWN, "start_count": 1, "update_commit": "c1"}},
+        {"A": ["starting", "update", "running", "update", *STOP]},
+        update=ScriptedUpdate(UP_TO_DATE),
+    ),
+}
+
+
+def check_reply(reply: dict, at: float, expected: dict) -> None:
+    """Top-level keys compare equal, ``message`` as a prefix, ``at`` as a time, and the
+    rest against the one bot the reply describes."""
+    for key, value in expected.items():
+        if key == "at":
+            assert at == pytest.approx(value, abs=0.5), reply
+        elif key == "message":
+            assert reply["message"].startswith(value), reply
+        elif key in ("code", "ok"):
+            assert reply[key] == value, reply
+        else:
+            assert reply["bot"][key] == value, (key, reply)
+
+
+@pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
+async def test_scripted_history(tmp_path, clock, case):
+    if isinstance(case.update, ScriptedUpdate):
+        case = attrs.evolve(case, update=ScriptedUpdate(*case.update.results))
+    harness = Harness(tmp_path, case.bots, case.scripts, case.update, stop_delays=case.stop_delays)
+    with trio.fail_after(1000):  # virtual seconds
+        await harness.play(case.timeline)
+    for index, (_, _, *expected) in enumerate(case.timeline):
+        if expected:
+            at, reply = harness.replies[index]
+            check_reply(reply, at, expected[0])
+    rows = harness.rows()
+    for name, expected in case.records.items():
+        assert {key: rows[name][key] for key in expected} == expected, name
+    for name, expected in case.events.items():
+        assert harness.events(name) == expected, name
