@@ -9,6 +9,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import trio
 import yaml
 
 from trio_orchestrator.config import Config
@@ -80,6 +81,20 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05, message: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
         time.sleep(interval)
+
+
+async def until(predicate, interval: float = 0.01):
+    """Poll *predicate* until it returns a truthy value (returned); the caller bounds the
+    wait with ``trio.fail_after``."""
+    while not (value := predicate()):
+        await trio.sleep(interval)
+    return value
+
+
+def state_letter(pid: int) -> bytes | None:
+    """The process's state in /proc (b"S", b"R", b"T" stopped, b"Z"), None once gone."""
+    fields = proc_stat_fields(pid)
+    return None if fields is None else fields[0]
 
 
 def group_members(pgid: int) -> list[int]:

@@ -17,6 +17,7 @@ import tracemalloc
 
 import pytest
 import trio
+from helpers import until
 
 from trio_orchestrator import commandfile
 from trio_orchestrator.commandfile import HEADER, SETTLE_SECONDS, CommandFile
@@ -352,12 +353,10 @@ async def test_missing_directory_warns_and_recovers(tmp_path, recorder, caplog):
             await trio.sleep(0.05)
             (tmp_path / "later").mkdir()
             with trio.fail_after(5):
-                while not command_file.path.exists():
-                    await trio.sleep(0.01)
+                await until(command_file.path.exists)
             append(command_file.path, "start A\n")
             with trio.fail_after(5):
-                while not recorder.commands:
-                    await trio.sleep(0.01)
+                await until(lambda: recorder.commands)
             nursery.cancel_scope.cancel()
     assert recorder.commands == ["start A"]
     assert len(warnings_of(caplog)) == 1
@@ -458,8 +457,7 @@ async def test_concurrent_writers_every_command_exactly_once_in_order(command_fi
                         trio.run_process,
                         [sys.executable, "-c", WRITER, str(command_file.path), prefix, str(count)],
                     )
-            while len(recorder.commands) < count * len(writers):
-                await trio.sleep(0.01)
+            await until(lambda: len(recorder.commands) >= count * len(writers))
             await trio.sleep(0.3)  # nothing more arrives
         nursery.cancel_scope.cancel()
     assert len(recorder.commands) == count * len(writers)

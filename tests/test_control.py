@@ -14,6 +14,7 @@ from functools import partial
 
 import pytest
 import trio
+from helpers import until
 
 from trio_orchestrator.client import (
     MAX_REQUEST_BYTES,
@@ -109,8 +110,7 @@ def connection_tasks() -> int:
 
 async def no_connection_tasks_left() -> None:
     with trio.fail_after(2):
-        while connection_tasks():
-            await trio.sleep(0.01)
+        await until(lambda: not connection_tasks())
 
 
 # ----- binding -----
@@ -315,8 +315,7 @@ async def test_silent_client_does_not_block_others(socket_path, server):
             reply = await ask(socket_path, {"command": "status", "name": "A"})
         assert reply["ok"] is True
         with trio.fail_after(1):  # only the silent one stays, waiting for its timeout
-            while connection_tasks() != 1:
-                await trio.sleep(0.01)
+            await until(lambda: connection_tasks() == 1)
 
 
 async def test_hundred_concurrent_clients_all_answered(socket_path, server):

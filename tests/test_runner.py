@@ -9,7 +9,7 @@ import signal
 import pytest
 import trio
 from fakes import FakeBot, no_group
-from helpers import group_members, make_config, pid_alive, write_bot
+from helpers import group_members, make_config, pid_alive, state_letter, until, write_bot
 
 from trio_orchestrator.errors import ActionFailed
 from trio_orchestrator.runner import BotRunner, BotState
@@ -229,24 +229,17 @@ async def test_pause_stops_the_group_and_stop_still_works(tmp_path):
         """,
     )
 
-    def state_letter(pid):
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            data = stat.read()
-        return data[data.rindex(b")") + 2 : data.rindex(b")") + 3]
-
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             pid = await started_pid(nursery, runner)
             await lines_until(receive, "up")
             await runner.pause()
             assert runner.state is BotState.PAUSED
-            await trio.sleep(0.2)
-            assert state_letter(pid) == b"T"
+            await until(lambda: state_letter(pid) == b"T")  # SIGSTOP takes a moment
             with pytest.raises(ActionFailed):
                 await runner.pause()
             await runner.resume()
-            await trio.sleep(0.2)
-            assert state_letter(pid) in (b"S", b"R")
+            await until(lambda: state_letter(pid) in (b"S", b"R"))
             await runner.pause()
             await runner.stop()  # a paused bot is continued so it can handle SIGTERM
             assert "bye" in await lines_until(receive, "bye")

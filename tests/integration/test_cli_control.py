@@ -13,7 +13,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
@@ -349,7 +348,16 @@ def test_command_file_with_a_concurrent_writer_exactly_once(setup, manager_facto
         return [int(n) for n in pattern.findall(log.read_text(errors="replace"))]
 
     wait_for(lambda: len(ghosts()) >= count, 60, message="all numbered commands")
-    time.sleep(0.5)  # anything executed twice would show up by now
+    # A last line, then the processing file finished: every line before it has run, and
+    # anything run twice is in the log by now.
+    with commands.open("a") as handle:
+        handle.write("stop GhostEnd\n")
+    processing = commands.with_name(commands.name + ".processing")
+    wait_for(
+        lambda: "'stop GhostEnd' from command file" in log.read_text() and not processing.exists(),
+        30,
+        message="the last line and the processing file finished",
+    )
     assert ghosts() == list(range(count))
     restarts = count // every
     alpha = wait_for(

@@ -38,6 +38,10 @@ def listing(config):
     return json.loads(result.stdout)
 
 
+def manager_log(config):
+    return (config.parent / "logs" / "bot_manager.log").read_text()
+
+
 def bots_by_name(config):
     return {bot["name"]: bot for bot in listing(config)["bots"]}
 
@@ -93,7 +97,8 @@ def test_user_stopped_bot_stays_stopped_across_restarts(two_bots, manager_factor
     assert manager.stop() == 0
     manager = manager_factory(two_bots).wait_ready()
     wait_for(lambda: bots_by_name(two_bots)["Alpha"]["state"] == "running")
-    time.sleep(0.5)
+    # The restore logs what it starts before it starts anything: Alpha alone.
+    assert "INFO starting 1 bots: Alpha\n" in manager_log(two_bots)
     assert bots_by_name(two_bots)["Beta"]["state"] == "stopped"
     assert manager.stop() == 0
 
@@ -104,13 +109,16 @@ def test_autostart_false_is_not_started_until_asked(tmp_path, manager_factory):
         tmp_path / "bot_config.yaml", {"Lazy": bot_entry(tmp_path / "a", autostart=False)}
     )
     manager = manager_factory(config).wait_ready()
-    time.sleep(0.5)
     assert bots_by_name(config)["Lazy"]["state"] == "stopped"
     result = cli(config, "start", "Lazy")
     assert result.returncode == 0 and "started" in result.stdout
     assert bots_by_name(config)["Lazy"]["pid"]
     assert cli(config, "start", "Lazy").returncode == 1  # already running
     assert manager.stop() == 0
+    # The restore ran before our start was answered, and never tried to start Lazy: any
+    # attempt, successful or not, is logged as a command "from restore".
+    assert "from restore" not in manager_log(config)
+    assert bots_by_name(config)["Lazy"]["start_count"] == 1
 
 
 def test_color_always_and_no_color(tmp_path, manager_factory):
@@ -170,7 +178,7 @@ def test_second_signal_kills_at_once(tmp_path, manager_factory):
     wait_for(lambda: "up" in manager.output())
     pid = listing(config)["bots"][0]["pid"]
     manager.process.send_signal(signal.SIGINT)
-    time.sleep(0.5)
+    wait_for(lambda: "SIGINT received: stopping all bots" in manager.output())
     started = time.monotonic()
     assert manager.stop(signal.SIGINT) == 0
     assert time.monotonic() - started < 5
