@@ -10,6 +10,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+from helpers import pid_alive
 
 from trio_orchestrator.config import BotConfig, Config
 from trio_orchestrator.gitupdate import UpdateResult, current_commit, update_checkout
@@ -400,15 +401,6 @@ def test_missing_git_executable_fails_cleanly(
     assert current_commit(bot_dir) is None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    # A killed orphan may linger as a zombie until init reaps it; it runs nothing.
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
-
-
 def test_hanging_remote_times_out_and_kills_its_helpers(
     tmp_path: Path, remote: Remote, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -435,9 +427,9 @@ def test_hanging_remote_times_out_and_kills_its_helpers(
     started = [int(line) for line in pids.read_text().split()]
     assert started
     deadline = time.monotonic() + 2
-    while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
+    while any(pid_alive(pid) for pid in started) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not [pid for pid in started if _alive(pid)]
+    assert not [pid for pid in started if pid_alive(pid)]
 
 
 def test_current_commit(tmp_path: Path, remote: Remote) -> None:

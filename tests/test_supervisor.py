@@ -11,14 +11,13 @@ from __future__ import annotations
 import io
 import os
 import signal
-import sqlite3
 
 import attrs
 import pytest
 import trio
 import trio.testing
 from fakes import FakeBots, jump_when_idle
-from helpers import make_config
+from helpers import db_rows, history, make_config
 
 from trio_orchestrator.commands import parse_command
 from trio_orchestrator.gitupdate import UpdateResult
@@ -169,14 +168,10 @@ class Harness:
                 check_reply(reply, at, expected[0])
 
     def rows(self) -> dict[str, dict]:
-        with sqlite3.connect(self.directory / "bot_states.db") as db:
-            db.row_factory = sqlite3.Row
-            return {row["bot_name"]: dict(row) for row in db.execute("SELECT * FROM bot_states")}
+        return db_rows(self.directory / "bot_config.yaml")
 
     def events(self, name: str) -> list[str]:
-        with sqlite3.connect(self.directory / "bot_states.db") as db:
-            query = "SELECT event FROM bot_history WHERE bot_name = ? ORDER BY id"
-            return [event for (event,) in db.execute(query, (name,))]
+        return [event for event, _ in history(self.directory / "bot_config.yaml", name)]
 
 
 # ----- scripted histories -----

@@ -16,19 +16,21 @@ import sys
 import uuid
 
 import pytest
-from helpers import CLI, cli, pid_alive, processes_with, wait_for, write_bot, write_config
+from helpers import (
+    CLI,
+    SLEEPER,
+    bots_of,
+    cli,
+    pid_alive,
+    processes_with,
+    wait_for,
+    write_bot,
+    write_config,
+)
 
-from trio_orchestrator.client import request, socket_address
 from trio_orchestrator.errors import ManagerNotRunning
 from trio_orchestrator.procfs import process_start_ticks
 from trio_orchestrator.state import BotRecord, StateStore, Write
-
-SLEEPER = """
-import sys, time
-print("up", sys.argv[1], flush=True)
-while True:
-    time.sleep(1)
-"""
 
 
 @pytest.fixture
@@ -58,15 +60,6 @@ def setup(tmp_path):
         return config, markers
 
     return make
-
-
-def ask(socket_path, message):
-    with socket_address(socket_path) as address:
-        return request(address, message, timeout=30)
-
-
-def bots_of(socket_path) -> dict[str, dict]:
-    return {bot["name"]: bot for bot in ask(socket_path, {"command": "list"})["bots"]}
 
 
 def wait_manager(socket_path, process=None, timeout: float = 20.0) -> dict[str, dict]:

@@ -7,14 +7,13 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from helpers import cli, pid_alive, wait_for, write_config
+from helpers import cli, history, manager_log, pid_alive, wait_for, write_config
 
 pytestmark = [
     pytest.mark.git,
@@ -107,19 +106,6 @@ def status(config: Path, name: str, env: dict[str, str]) -> dict:
     completed = cli(config, "status", name, "--json", env=env, timeout=15)
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout)
-
-
-def manager_log(config: Path) -> str:
-    path = config.parent / "logs" / "bot_manager.log"
-    return path.read_text() if path.exists() else ""
-
-
-def history(config: Path, name: str) -> list[tuple[str, str]]:
-    with sqlite3.connect(config.parent / "bot_states.db") as db:
-        rows = db.execute(
-            "SELECT event, detail FROM bot_history WHERE bot_name = ? ORDER BY id", (name,)
-        ).fetchall()
-    return [(event, detail or "") for event, detail in rows]
 
 
 def test_new_commit_is_checked_out_before_the_bot_starts(

@@ -10,36 +10,23 @@ import sqlite3
 import time
 
 import pytest
-from helpers import cli, pid_alive, wait_for, write_bot, write_config
-
-TICKER = """
-import itertools, signal, sys, time
-signal.signal(signal.SIGTERM, lambda *a: (print("goodbye", flush=True), sys.exit(0)))
-for i in itertools.count():
-    print(f"tick {i}", flush=True)
-    time.sleep(0.2)
-"""
-
-IGNORES_SIGTERM = """
-import signal, time
-signal.signal(signal.SIGTERM, signal.SIG_IGN)
-print("up", flush=True)
-time.sleep(60)
-"""
-
-
-def bot_entry(directory, **extra):
-    return {"script": "main.py", "directory": str(directory), **extra}
+from helpers import (
+    IGNORES_SIGTERM,
+    TICKER,
+    bot_entry,
+    cli,
+    manager_log,
+    pid_alive,
+    wait_for,
+    write_bot,
+    write_config,
+)
 
 
 def listing(config):
     result = cli(config, "list", "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-def manager_log(config):
-    return (config.parent / "logs" / "bot_manager.log").read_text()
 
 
 def bots_by_name(config):
