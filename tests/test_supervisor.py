@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import threading
 
 import attrs
 import pytest
@@ -58,18 +59,24 @@ class ScriptedUpdate:
 class HangingUpdate:
     """An update that takes until it is cancelled (a git fetch from a dead remote).
 
-    Its thread does not hold the clock: virtual time passes while it waits.
+    Its thread does not hold the clock while it hangs: virtual time passes. Once it is
+    cancelled it holds the clock again until it has returned; else the clock would run
+    to the next deadline (a test's time limit) while the thread wakes up.
     """
 
     def __init__(self):
-        self.waiting = 0
+        self._hanging: list[threading.Event] = []
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for cancel in self._hanging if not cancel.is_set())
 
     def __call__(self, bot, *, protected_dirs, timeout, cancel):
-        self.waiting += 1
+        self._hanging.append(cancel)
         try:
             assert cancel.wait(10), "the hanging update was never cancelled"
         finally:
-            self.waiting -= 1
+            self._hanging.remove(cancel)
         return UpdateResult("failed", "failed: cancelled", "c1", None)
 
 
@@ -122,17 +129,22 @@ class Harness:
         reply = await self.supervisor.execute(parse_command(line))
         self.replies[index] = (trio.current_time() - t0, reply)
 
-    async def play(self, timeline: list[tuple]) -> None:
+    async def play(self, timeline: list[tuple], limit: float = 1000) -> None:
         """Run the supervisor and send each command at its time (seconds from start-up),
         concurrently (or call it, if it is a function); once all are answered, shut down
-        if the timeline did not."""
+        if the timeline did not. All of it within *limit* virtual seconds.
+
+        The clock driver outlives the ``fail_after``: a test that runs out of time still
+        unwinds (the supervisor's clean-up waits on the clock too) and fails, not hangs.
+        """
         supervisor = self.build()
         try:
             async with trio.open_nursery() as clock_driver:
                 clock_driver.start_soon(
                     jump_when_idle, trio.lowlevel.current_clock(), self.threads_busy
                 )
-                await self._play(supervisor, timeline)
+                with trio.fail_after(limit):
+                    await self._play(supervisor, timeline)
                 clock_driver.cancel_scope.cancel()
         finally:
             supervisor.store.close()
@@ -316,8 +328,7 @@ async def test_scripted_history(tmp_path, clock, case):
     if isinstance(case.update, ScriptedUpdate):
         case = attrs.evolve(case, update=ScriptedUpdate(*case.update.results))
     harness = Harness(tmp_path, case.bots, case.scripts, case.update, stop_delays=case.stop_delays)
-    with trio.fail_after(1000):  # virtual seconds
-        await harness.play(case.timeline)
+    await harness.play(case.timeline)
     harness.check_replies(case.timeline)
     rows = harness.rows()
     for name, expected in case.records.items():
@@ -333,8 +344,7 @@ async def test_shutdown_while_a_bot_starts(tmp_path, clock):
     # A's git update hangs: A is `starting` when the shutdown comes, and never spawned.
     update = HangingUpdate()
     harness = Harness(tmp_path, {"A": REPO, "B": {}}, {"A": [], "B": []}, update)
-    with trio.fail_after(100):
-        await harness.play([(5, SHUTDOWN)])
+    await harness.play([(5, SHUTDOWN)])
     assert harness.fakes["A"].starts == []
     rows = harness.rows()
     assert rows["A"]["state"] == "stopped" and rows["A"]["start_count"] == 0
@@ -351,16 +361,14 @@ async def test_shutdown_while_a_bot_starts(tmp_path, clock):
 )
 async def test_an_update_cancelled_by_the_shutdown_is_recorded(tmp_path, clock):
     harness = Harness(tmp_path, {"A": REPO}, {"A": []}, HangingUpdate())
-    with trio.fail_after(100):
-        await harness.play([(5, SHUTDOWN)])
+    await harness.play([(5, SHUTDOWN)])
     assert harness.rows()["A"]["update_outcome"] == "failed: cancelled"
     assert harness.events("A") == ["starting", "update", "stopped"]
 
 
 async def test_sigterm_shuts_down_and_preserves(tmp_path, clock):
     harness = Harness(tmp_path, {"A": {}}, {"A": []})
-    with trio.fail_after(100):
-        await harness.play([(5, lambda: os.kill(os.getpid(), signal.SIGTERM))])
+    await harness.play([(5, lambda: os.kill(os.getpid(), signal.SIGTERM))])
     assert harness.rows()["A"]["preserved_state"] == 1
     assert harness.events("A") == RUN + STOP
 
@@ -390,8 +398,7 @@ async def test_commands_during_shutdown_are_refused_and_the_file_is_not_read(tmp
         (6, "status A", {"code": 0, "state": "stopping"}),  # questions are still answered
         (6, append("start B")),  # never read
     ]
-    with trio.fail_after(100):
-        await harness.play(timeline)
+    await harness.play(timeline)
     harness.check_replies(timeline)
     rows = harness.rows()
     assert rows["A"]["preserved_state"] == 1 and rows["A"]["start_count"] == 1
@@ -411,8 +418,7 @@ async def test_the_next_run_restores_what_was_up_at_shutdown(tmp_path, clock):
     }
     scripts = {name: [] for name in bots} | {"Exited": [(1, 0)], "Failed": [CRASH]}
     first = Harness(tmp_path, bots, scripts)
-    with trio.fail_after(100):
-        await first.play([(5, "pause Paused"), (5, "stop UserStopped")])
+    await first.play([(5, "pause Paused"), (5, "stop UserStopped")])
     assert {name: row["state"] for name, row in first.rows().items()} == {
         "Up": "stopped",
         "Paused": "stopped",
@@ -430,8 +436,7 @@ async def test_the_next_run_restores_what_was_up_at_shutdown(tmp_path, clock):
         if second.supervisor._should_restore(bot)
     }
     assert chosen == {"Up", "Paused", "New"}
-    with trio.fail_after(100):
-        await second.play([(5, "list")])
+    await second.play([(5, "list")])
     started = {name for name, fake in second.fakes.bots.items() if fake.starts}
     assert started == {"Up", "Paused", "New"}
     rows = second.rows()
