@@ -49,10 +49,8 @@ class ScriptedUpdate:
 
     def __init__(self, *results: UpdateResult):
         self.results = list(results)
-        self.calls = 0
 
     def __call__(self, bot, *, protected_dirs, timeout, cancel):
-        self.calls += 1
         return self.results.pop(0) if len(self.results) > 1 else self.results[0]
 
 
