@@ -147,3 +147,15 @@ async def jump_when_idle(
         jump = trio.lowlevel.current_statistics().seconds_to_next_deadline
         if 0 < jump < math.inf:
             clock.jump(jump)
+
+
+def channel_output(send):
+    """A runner output that sends ``(stream, block)`` pairs into a channel."""
+
+    def writer(bot, stream):
+        async def write(block):
+            await send.send((stream, block))
+
+        return write
+
+    return writer

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 import trio
-from fakes import FakeBot, no_group
+from fakes import FakeBot, channel_output, no_group
 from helpers import group_members, make_config, pid_alive, state_letter, until, write_bot
 
 from trio_orchestrator.errors import ActionFailed
@@ -26,7 +26,7 @@ def make_runner(tmp_path, fake, **bot_settings):
     runner = BotRunner(
         bot=config.bots["Bot"],
         on_transition=on_transition,
-        output=send,
+        output=channel_output(send),
         spawn=fake.spawn,
         killpg=no_group,
     )
@@ -134,14 +134,16 @@ def real_runner(tmp_path, code, **bot_settings):
     async def on_transition(runner, transition):
         transitions.append(transition.state)
 
-    runner = BotRunner(bot=config.bots["Bot"], on_transition=on_transition, output=send)
+    runner = BotRunner(
+        bot=config.bots["Bot"], on_transition=on_transition, output=channel_output(send)
+    )
     return runner, receive, transitions
 
 
 async def lines_until(receive, text):
     seen = []
-    async for batch in receive:
-        seen.extend(batch.block.decode().split("\n"))
+    async for _stream, block in receive:
+        seen.extend(block.decode().split("\n"))
         if any(text in line for line in seen):
             return seen
     return seen
@@ -271,7 +273,9 @@ async def test_missing_directory_fails_without_retry(tmp_path):
     async def on_transition(runner, transition):
         pass
 
-    runner = BotRunner(bot=config.bots["Bot"], on_transition=on_transition, output=send)
+    runner = BotRunner(
+        bot=config.bots["Bot"], on_transition=on_transition, output=channel_output(send)
+    )
     async with trio.open_nursery() as nursery:
         run = await nursery.start(runner.run)
         await run.first_start.wait()

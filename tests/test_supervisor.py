@@ -8,7 +8,6 @@ the db's records and history (honcho's tests play scripted process histories the
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import threading
@@ -90,6 +89,7 @@ class Harness:
     stop_delays: dict[str, float] = attrs.Factory(dict)
     fakes: FakeBots = attrs.field(init=False)
     supervisor: Supervisor = attrs.field(init=False)
+    console: list = attrs.Factory(list)
     # (seconds from start-up when answered, the reply), one per command of the timeline
     replies: dict[int, tuple[float, dict]] = attrs.Factory(dict)
 
@@ -105,11 +105,10 @@ class Harness:
         config = make_config(self.directory, entries, **settings)
         paths = Paths.resolve(self.directory / "bot_config.yaml")
         store = StateStore(paths.db)
+        # Real files: the console writer needs file descriptors.
+        self.console = [(self.directory / name).open("wb") for name in ("out", "err")]
         sink = OutputSink(
-            Printer(color=False),
-            LogFiles(config.settings.log_directory),
-            io.BytesIO(),
-            io.BytesIO(),
+            Printer(color=False), LogFiles(config.settings.log_directory), *self.console
         )
         self.supervisor = Supervisor(
             config,
@@ -146,6 +145,8 @@ class Harness:
                 clock_driver.cancel_scope.cancel()
         finally:
             supervisor.store.close()
+            for stream in self.console:
+                stream.close()
 
     def threads_busy(self) -> bool:
         # The db's limiter, and the default one (git updates, /proc scans, the sink's

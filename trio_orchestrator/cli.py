@@ -4,110 +4,383 @@ Exit codes (SPEC 6.1): 0 success, 1 the action failed, 2 unknown bot or bad usag
 (an invalid config included), 3 no manager is running.
 
 Commands that talk to a running manager import only the standard library and
-:mod:`trio_orchestrator.client`; trio, YAML and SQLite are imported only by the commands
-that need them, so ``trio-orch restart X`` costs little more than Python's own start-up.
+:mod:`trio_orchestrator.client`; trio is imported by ``start_all`` alone, and YAML and
+SQLite only by the commands that read the config or the db, so ``trio-orch restart X``
+costs little more than Python's own start-up.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from trio_orchestrator import __version__
 from trio_orchestrator.commands import ALL
 from trio_orchestrator.errors import (
+    EXIT_ACTION_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    ActionFailed,
+    ConfigError,
     ManagerNotRunning,
     OrchestratorError,
     UnknownBotError,
 )
+from trio_orchestrator.units import human_bytes, human_percent
+
+if TYPE_CHECKING:
+    from trio_orchestrator.config import BotConfig, Config
+    from trio_orchestrator.views import Paths
 
 __all__ = ["main", "main_exit"]
 
-ACTIONS = ("start", "stop", "restart", "pause", "resume", "update")
+DEFAULT_CONFIG = Path("bot_config.yaml")
+COLOR_MODES = ("auto", "always", "never")
+SHELLS = ("bash", "zsh")
+
+# Commands and what their positional arguments are, for the parser and the completion
+# scripts: "bots" (names from the config), "shells", "directories" or None.
+ACTIONS = {
+    "start": ("start bots", "A user start also resets the bot's restart count."),
+    "stop": (
+        "stop bots",
+        "stop_signal (SIGTERM) to the process group, then SIGKILL after stop_timeout.",
+    ),
+    "restart": ("stop bots, then start them again", ""),
+    "pause": ("pause bots", "SIGSTOP to the process group; `resume` continues it."),
+    "resume": ("resume paused bots", "SIGCONT to the process group."),
+    "update": ("git-update bots now", "Restarts a bot if its commit changed."),
+}
 QUERIES = ("status", "list", "status_all")
+JSON_HELP = "print JSON instead of a table (default: table)"
+
+EPILOG = """\
+examples:
+  trio-orch init                        write bot_config.yaml and an example bot here
+  trio-orch check                       validate the config, start nothing
+  trio-orch start_all                   run the manager in the foreground (Ctrl-C stops)
+  trio-orch list                        from another shell: every bot, its state and pid
+  trio-orch restart Example             restart one bot in the running manager
+  trio-orch --config /srv/bots/bot_config.yaml status Example --json
+  eval "$(trio-orch completion bash)"   tab completion in this shell
+
+exit codes:
+  0  success
+  1  the action failed (e.g. stopping a bot that is not running, a second start_all
+     on the same db, an unusable db, init refusing to overwrite)
+  2  unknown bot, bad usage, or an invalid or missing config
+  3  no manager is running (start, stop, restart, pause, resume, update)
+
+Global options go before the command, command options after it. Run
+`trio-orch COMMAND --help` for a command's own help.
+"""
+
+_FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+def _add_command(
+    commands: argparse._SubParsersAction, name: str, summary: str, details: str = ""
+) -> argparse.ArgumentParser:
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=summary[0].upper() + summary[1:] + "." + (f"\n\n{details}" if details else ""),
+        formatter_class=_FORMATTER,
+    )
+
+
+def _add_name(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("name", metavar="NAME", help="a bot name from the config")
+
+
+def _add_names(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("names", nargs="+", metavar="NAME", help="bot names from the config, or all")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trio-orch",
-        description="Supervise long-running Python bots (see README.md).",
+        description="Supervise long-running Python bots: start, stop and restart them, keep\n"
+        "them alive, and show what they do.",
+        epilog=EPILOG,
+        formatter_class=_FORMATTER,
     )
-    parser.add_argument("--config", type=Path, default=Path("bot_config.yaml"))
-    parser.add_argument("--commands", type=Path, help="command file (bot_commands.txt)")
-    parser.add_argument("--db", type=Path, help="state database (bot_states.db)")
-    parser.add_argument("--socket", type=Path, help="control socket (.trio-orch.sock)")
-    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        metavar="PATH",
+        help="configuration file (default: ./bot_config.yaml)",
+    )
+    parser.add_argument(
+        "--commands",
+        type=Path,
+        metavar="PATH",
+        help="command file polled by start_all (default: bot_commands.txt beside the config)",
+    )
+    parser.add_argument(
+        "--db",
+        type=Path,
+        metavar="PATH",
+        help="state database (default: bot_states.db beside the config)",
+    )
+    parser.add_argument(
+        "--socket",
+        type=Path,
+        metavar="PATH",
+        help="control socket of the manager (default: .trio-orch.sock beside the db)",
+    )
+    parser.add_argument(
+        "--color",
+        choices=COLOR_MODES,
+        default="auto",
+        help="colour the [Name] prefixes: auto on a terminal unless NO_COLOR is set, "
+        "always (even piped, even with NO_COLOR), never (default: auto)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("start_all", help="run the manager in the foreground")
-    commands.add_parser("check", help="validate the config")
-    for action in ACTIONS:
-        sub = commands.add_parser(action, help=f"{action} bots in the running manager")
-        sub.add_argument("names", nargs="+", metavar="NAME", help="bot names, or all")
-    status = commands.add_parser("status", help="show one bot")
-    status.add_argument("name")
-    status.add_argument("--json", action="store_true")
+    start_all = _add_command(
+        commands,
+        "start_all",
+        "run the manager in the foreground until SIGINT/SIGTERM",
+        "Starts the bots that were running at the last shutdown, plus never-seen bots\n"
+        "with `autostart: true`. Ctrl-C stops them all and exits 0.",
+    )
+    start_all.add_argument(
+        "--timestamps",
+        action="store_true",
+        help="prefix each console line with its time, as the log files do (default: off)",
+    )
+    _add_command(commands, "check", "validate the config and start nothing")
+    _add_command(
+        commands,
+        "reload",
+        "re-read the config and apply only the difference",
+        "Added bots start (if autostart), removed bots stop, bots whose settings changed\n"
+        "restart, the others keep running untouched. An invalid config is rejected\n"
+        "(exit 2) and the running one stays. SIGHUP to the manager does the same.",
+    )
+    for action, (summary, details) in ACTIONS.items():
+        sub = _add_command(
+            commands,
+            action,
+            summary,
+            (f"{details}\n" if details else "")
+            + "Asks the running manager (exit 3 if none runs).\n\n"
+            + f"examples: trio-orch {action} Example\n"
+            + f"          trio-orch {action} A B\n          trio-orch {action} all",
+        )
+        _add_names(sub)
+    status = _add_command(
+        commands,
+        "status",
+        "show one bot (from the db when no manager runs)",
+        "example: trio-orch status Example --json",
+    )
+    _add_name(status)
+    status.add_argument("--json", action="store_true", help=JSON_HELP)
     for query in ("list", "status_all"):
-        sub = commands.add_parser(query, help="show every bot")
-        sub.add_argument("--json", action="store_true")
+        sub = _add_command(
+            commands,
+            query,
+            "show every bot (from the db when no manager runs)",
+            "Orphaned bots (still running after their manager was killed) are marked.",
+        )
+        sub.add_argument("--json", action="store_true", help=JSON_HELP)
+    init = _add_command(
+        commands,
+        "init",
+        "write a commented bot_config.yaml and an example bot",
+        "Writes DIR/bot_config.yaml and DIR/bots/example/main.py; refuses (exit 1) if\n"
+        "either exists.\n\nexample: trio-orch init mybots && cd mybots && trio-orch start_all",
+    )
+    init.add_argument(
+        "directory",
+        metavar="DIR",
+        type=Path,
+        nargs="?",
+        default=Path("."),
+        help="where to write them (default: the current directory)",
+    )
+    completion = _add_command(
+        commands,
+        "completion",
+        "print a shell completion script",
+        'examples:\n  eval "$(trio-orch completion bash)"      # in ~/.bashrc\n'
+        "  source <(trio-orch completion zsh)       # in ~/.zshrc",
+    )
+    completion.add_argument("shell", choices=SHELLS, help="the shell to complete for")
+    _add_command(
+        commands,
+        "metrics",
+        "print the running manager's Prometheus metrics once",
+        "The text exposition format, as GET /metrics serves it with metrics_listen.",
+    )
+    commands.add_parser("_bots")  # hidden: the bot names, for the completion scripts
+    _add_ops_parsers(commands)
     return parser
 
 
-def _paths(args: argparse.Namespace):
+def _add_ops_parsers(commands: argparse._SubParsersAction) -> None:
+    """``logs [NAME] [-n N] [-f]`` and ``history NAME [-n N] [--json]`` (issue 11)."""
+    logs = _add_command(
+        commands,
+        "logs",
+        "print the last lines of a bot's log, or the manager's (-f: follow)",
+        "Reads the log files, with or without a running manager; follows across\n"
+        "rotations until Ctrl-C.\n\nexamples: trio-orch logs Example -n 50\n"
+        "          trio-orch logs -f",
+    )
+    logs.add_argument("name", nargs="?", metavar="NAME", help="a bot (default: the manager)")
+    logs.add_argument(
+        "-n", "--lines", type=_count, default=20, metavar="N", help="lines to print (default: 20)"
+    )
+    logs.add_argument("-f", "--follow", action="store_true", help="follow until Ctrl-C")
+    history = _add_command(
+        commands,
+        "history",
+        "show a bot's recorded events, newest last",
+        "Starts, exits with their reason, updates and reloads, from the manager or the db.\n\n"
+        "example: trio-orch history Example -n 50 --json",
+    )
+    _add_name(history)
+    history.add_argument(
+        "-n", "--lines", type=_count, default=20, metavar="N", help="events (default: 20; 0: all)"
+    )
+    history.add_argument("--json", action="store_true", help=JSON_HELP)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a whole number >= 0: {text!r}")
+    return value
+
+
+# ----- helpers -----
+
+
+def _paths(args: argparse.Namespace) -> Paths:
     from trio_orchestrator.views import Paths
 
     return Paths.resolve(args.config, args.db, args.commands, args.socket)
 
 
 def _socket_path(args: argparse.Namespace) -> Path:
-    # Same rule as Paths.resolve, without importing trio to get there.
+    # Same rule as Paths.resolve, without importing attrs to get there.
     config = args.config.absolute()
     db = (args.db or config.parent / "bot_states.db").absolute()
     return (args.socket or db.parent / ".trio-orch.sock").absolute()
 
 
-def _load_config(args: argparse.Namespace):
+def _command_line(args: argparse.Namespace, command: str) -> str:
+    """``trio-orch [the global path options given] COMMAND``, ready to paste."""
+    import shlex
+
+    words = ["trio-orch"]
+    if args.config != DEFAULT_CONFIG:
+        words += ["--config", str(args.config)]
+    for option in ("db", "commands", "socket"):
+        if getattr(args, option) is not None:
+            words += [f"--{option}", str(getattr(args, option))]
+    return shlex.join([*words, command])
+
+
+def _load_config(args: argparse.Namespace, *, warn: bool = True) -> Config:
     from trio_orchestrator.config import load_config
 
-    config = load_config(args.config)
-    for warning in config.warnings:
-        print(f"trio-orch: warning: {warning}", file=sys.stderr)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        if args.config.exists() or args.config.is_symlink():
+            # Often the typo behind the error: `scirpt: main.py` leaves `script` missing.
+            _warn(*exc.warnings)
+            raise
+        directory = args.config.parent
+        init = "trio-orch init" + ("" if directory == Path() else f" {directory}")
+        raise ConfigError(
+            exc.path,
+            f"file not found; name another file with --config PATH, or create a starter "
+            f"config with `{init}`",
+        ) from None
+    if warn:
+        _warn(*config.warnings)
     return config
+
+
+def _warn(*warnings: str) -> None:
+    for warning in warnings:
+        print(f"trio-orch: warning: {warning}", file=sys.stderr)
 
 
 def _ask_manager(args: argparse.Namespace, message: dict[str, Any]) -> dict[str, Any]:
     from trio_orchestrator.client import request, socket_address
 
-    with socket_address(_socket_path(args)) as address:
-        return request(address, message)
+    try:
+        with socket_address(_socket_path(args)) as address:
+            return request(address, message)
+    except ManagerNotRunning as exc:
+        raise ManagerNotRunning(exc.socket_path, _command_line(args, "start_all")) from None
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+# ----- commands -----
 
 
 def cmd_start_all(args: argparse.Namespace) -> int:
     from trio_orchestrator.supervisor import run_manager
 
     config = _load_config(args)
-    return run_manager(config, _paths(args), args.color)
+    return run_manager(config, _paths(args), args.color, args.timestamps)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load_config(args)
-    # Not errors: a directory may appear before start_all (a deploy, a mount).
-    for bot in config.bots.values():
-        if not bot.directory.is_dir():
-            print(
-                f"trio-orch: warning: bot {bot.name!r}: no directory {bot.directory}",
-                file=sys.stderr,
-            )
-        elif not (bot.directory / bot.script).is_file():
-            print(
-                f"trio-orch: warning: bot {bot.name!r}: no script {bot.directory / bot.script}",
-                file=sys.stderr,
-            )
-    print(f"{config.path}: OK, {len(config.bots)} bots: {', '.join(config.bots) or '(none)'}")
+    programs = [_program_line(bot) for bot in config.bots.values()]
+    names = ", ".join(config.bots) or "(none)"
+    print(f"{config.path}: OK, {_plural(len(config.bots), 'bot')}: {names}")
+    for line in programs:
+        print(line)
     return EXIT_OK
+
+
+def _program_line(bot: BotConfig) -> str:
+    """``  Name: /abs/program args`` for ``check``, with warnings about what is missing.
+
+    Not errors: a directory, a script or a program may appear before start_all (a
+    deploy, a mount, a virtualenv created in the bot's directory).
+    """
+    if not bot.directory.is_dir():
+        _warn(f"bot {bot.name!r}: no directory {bot.directory}")
+    elif bot.script is not None and not (bot.directory / bot.script).is_file():
+        _warn(f"bot {bot.name!r}: no script {bot.directory / bot.script}")
+    if bot.env_file is not None and not bot.env_file.is_file():
+        _warn(f"bot {bot.name!r}: no env_file {bot.env_file}")
+    word, *rest = bot.argv
+    program = bot.executable()
+    if program is None:
+        note = " (not found)"
+        if bot.command is not None:  # a missing `python` is a config warning already
+            where = f"in {bot.directory}" if "/" in word else f"in {bot.directory} or on PATH"
+            _warn(f"bot {bot.name!r}: executable {word!r} not found {where}")
+    elif "/" not in word and program != os.path.join(bot.directory, word):
+        note = " (found on PATH)"
+    else:
+        note = ""
+    return f"  {bot.name}: {shlex.join([program or word, *rest])}{note}"
 
 
 def cmd_action(args: argparse.Namespace) -> int:
@@ -124,10 +397,20 @@ def cmd_action(args: argparse.Namespace) -> int:
     return int(reply.get("code", 1))
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    reply = _ask_manager(args, {"command": "reload"})
+    print(reply.get("message", ""), file=sys.stdout if reply.get("ok") else sys.stderr)
+    return int(reply.get("code", 1))
+
+
 def _offline_bots(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every configured bot as the db last recorded it (the manager is not running)."""
+    """Every configured bot as the db last recorded it (the manager is not running).
+
+    A bot whose recorded process still runs (same pid and start time) is ``orphaned``:
+    its manager was killed and left it behind; the next ``start_all`` ends it.
+    """
     from trio_orchestrator.state import BotRecord, StateStore, records_for
-    from trio_orchestrator.views import bot_info
+    from trio_orchestrator.views import bot_info, recorded_process_alive
 
     config = _load_config(args)
     db_path = _paths(args).db
@@ -139,7 +422,13 @@ def _offline_bots(args: argparse.Namespace) -> list[dict[str, Any]]:
         finally:
             store.close()
     records = records_for(config.bots, stored)
-    return [bot_info(bot, records[name]) for name, bot in config.bots.items()]
+    bots = []
+    for name, bot in config.bots.items():
+        record = records[name]
+        info = bot_info(bot, record)
+        info["orphaned"] = recorded_process_alive(record.pid, record.pid_start_ticks)
+        bots.append(info)
+    return bots
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -156,16 +445,157 @@ def cmd_query(args: argparse.Namespace) -> int:
         manager = "not running"
         bots = _offline_bots(args)
         if name:
+            known = [bot["name"] for bot in bots]
             bots = [bot for bot in bots if bot["name"] == name]
             if not bots:
-                raise UnknownBotError(name) from None
+                raise UnknownBotError(name, known=known) from None
     if args.json:
         document = {"manager": manager, **bots[0]} if name else {"manager": manager, "bots": bots}
         print(json.dumps(document, indent=2))
+    elif name:
+        print(f"manager: {manager}")
+        print(_details(bots[0]))
     else:
         print(f"manager: {manager}")
         print(_table(bots))
+        if not name:
+            print(_summary(bots))
     return EXIT_OK
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write the packaged starter config and example bot into DIR, never overwriting."""
+    from importlib.resources import files
+
+    templates = files("trio_orchestrator") / "templates"
+    directory: Path = args.directory
+    targets = {
+        directory / "bot_config.yaml": templates / "bot_config.yaml",
+        directory / "bots" / "example" / "main.py": templates / "example_bot.py",
+    }
+    existing = [str(path) for path in targets if path.exists() or path.is_symlink()]
+    if existing:
+        one = len(existing) == 1
+        raise ActionFailed(
+            f"init: {' and '.join(existing)} already {'exists' if one else 'exist'}; nothing "
+            f"written (move {'it' if one else 'them'} away, or run `trio-orch init DIR` "
+            "with another directory)"
+        )
+    for target, template in targets.items():
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "x", encoding="utf-8") as handle:  # "x": never overwrite
+                handle.write(template.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ActionFailed(f"init: cannot write {target}: {exc.strerror or exc}") from None
+    print(f"wrote {' and '.join(str(path) for path in targets)}")
+    print("next:")
+    if directory != Path():
+        print(f"  cd {directory}")
+    print("  trio-orch check       # validate the config")
+    print("  trio-orch start_all   # run the example bot (Ctrl-C stops it)")
+    return EXIT_OK
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from trio_orchestrator.completion import script
+
+    print(script(args.shell, _completion_spec()), end="")
+    return EXIT_OK
+
+
+def cmd_bots(args: argparse.Namespace) -> int:
+    """The configured bot names, one a line; silent on errors (it runs inside completion)."""
+    try:
+        config = _load_config(args, warn=False)
+    except OrchestratorError as exc:
+        return exc.exit_code
+    for name in config.bots:
+        print(name)
+    return EXIT_OK
+
+
+def _completion_spec() -> dict[str, Any]:
+    """What the completion scripts complete, taken from the same tables as the parser."""
+    commands = {"start_all": None, "check": None}
+    commands.update(dict.fromkeys(ACTIONS, "bots"))
+    commands.update({"status": "bots", "list": None, "status_all": None, "reload": None})
+    commands.update({"history": "bots", "logs": "bots"})
+    commands.update({"init": "directories", "completion": "shells"})
+    parser = _parser()
+    subparsers = next(
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    summaries = {choice.dest: choice.help for choice in subparsers._choices_actions}
+    return {
+        "global_options": [
+            (option, action.help or "", action.choices, action.nargs != 0)
+            for action in parser._actions
+            for option in action.option_strings
+        ],
+        "commands": [
+            (name, summaries.get(name, ""), kind, ["--json"] if name in QUERIES else [])
+            for name, kind in commands.items()
+        ],
+        "shells": SHELLS,
+    }
+
+
+# ----- the table -----
+
+ORPHANED = "running (orphaned: manager not running)"
+_SUMMARY_ORDER = (
+    "running",
+    "orphaned",
+    "starting",
+    "paused",
+    "stopping",
+    "backoff",
+    "exited",
+    "failed",
+    "stopped",
+)
+
+
+def _update_text(bot: dict[str, Any]) -> str | None:
+    if not bot.get("last_update"):
+        return None
+    commit = f" (commit {bot['commit'][:12]})" if bot.get("commit") else ""
+    return f"{bot['last_update']}{commit}"
+
+
+def _details(bot: dict[str, Any]) -> str:
+    """``status NAME``: one ``key: value`` line per field, the why-and-when ones included."""
+    fields = [
+        ("name", bot["name"]),
+        ("state", bot["state"]),
+        ("pid", bot["pid"]),
+        ("uptime", _duration(bot.get("uptime")) if bot.get("uptime") is not None else None),
+        (
+            "cpu",
+            human_percent(bot.get("cpu_percent")) if bot.get("cpu_percent") is not None else None,
+        ),
+        (
+            "memory",
+            human_bytes(bot.get("memory_bytes")) if bot.get("memory_bytes") is not None else None,
+        ),
+        ("processes", bot.get("processes")),
+        ("last start", bot.get("last_start_time")),
+        ("starts", bot["start_count"]),
+        ("restarts", bot["restarts"]),
+        ("last exit", bot.get("last_exit_reason")),
+        ("last exit time", bot.get("last_exit_time")),
+        ("next restart", bot.get("next_restart")),
+        ("restart policy", bot.get("restart")),
+        ("last update", _update_text(bot)),
+        ("description", bot.get("description")),
+    ]
+    if bot.get("last_exit_reason") is None and bot.get("last_exit_code") is not None:
+        fields[10] = ("last exit", f"code {bot['last_exit_code']}")
+    width = max(len(key) for key, _ in fields) + 1
+    return "\n".join(
+        f"{key + ':':<{width}} {'-' if value in (None, '') else value}" for key, value in fields
+    )
 
 
 def _duration(seconds: float | None) -> str:
@@ -182,19 +612,38 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
+def _exit_text(code: int | None) -> str:
+    """An exit code as people read it: ``1``, or ``SIGTERM`` for a death by signal 15."""
+    if code is None:
+        return "-"
+    if code >= 0:
+        return str(code)
+    import signal
+
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
 def _table(bots: list[dict[str, Any]]) -> str:
-    header = ("NAME", "STATE", "PID", "UPTIME", "STARTS", "RESTARTS", "LAST EXIT", "DESCRIPTION")
+    header = (
+        *("NAME", "STATE", "PID", "UPTIME", "CPU", "MEM"),
+        *("STARTS", "RESTARTS", "LAST EXIT", "DESCRIPTION"),
+    )
     rows = [header]
     for bot in bots:
         rows.append(
             (
                 bot["name"],
-                bot["state"],
+                ORPHANED if bot.get("orphaned") else bot["state"],
                 "-" if bot["pid"] is None else str(bot["pid"]),
                 _duration(bot.get("uptime")),
+                human_percent(bot.get("cpu_percent")),
+                human_bytes(bot.get("memory_bytes")),
                 str(bot["start_count"]),
                 str(bot["restarts"]),
-                "-" if bot["last_exit_code"] is None else str(bot["last_exit_code"]),
+                _exit_text(bot["last_exit_code"]),
                 bot.get("description") or "",
             )
         )
@@ -212,11 +661,98 @@ def _table(bots: list[dict[str, Any]]) -> str:
     return "\n".join(lines + extra)
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    """Print the running manager's metrics (Prometheus text format) once."""
+    reply = _ask_manager(args, {"command": "metrics"})
+    print(reply.get("message", ""), end="", file=sys.stdout if reply.get("ok") else sys.stderr)
+    return int(reply.get("code", 1))
+
+
+def _summary(bots: list[dict[str, Any]]) -> str:
+    """``3 bots: 2 running, 1 stopped``."""
+    counts: dict[str, int] = {}
+    for bot in bots:
+        state = "orphaned" if bot.get("orphaned") else bot["state"]
+        counts[state] = counts.get(state, 0) + 1
+    order = {state: index for index, state in enumerate(_SUMMARY_ORDER)}
+    states = sorted(counts, key=lambda state: order.get(state, len(order)))
+    parts = ", ".join(f"{counts[state]} {state}" for state in states)
+    return _plural(len(bots), "bot") + (f": {parts}" if parts else "")
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Print the last lines of a log and, with ``-f``, follow it until Ctrl-C (exit 0).
+    Reads the files only: it works with or without a running manager."""
+    from trio_orchestrator import logtail
+
+    config = _load_config(args)
+    name = None if args.name is None else config.bot(args.name).name
+    path = logtail.log_path(config.settings.log_directory, name)
+    out = sys.stdout.buffer
+
+    def write(data: bytes) -> None:
+        out.write(data)
+        out.flush()
+
+    if not args.follow:
+        lines = logtail.tail(path, args.lines)
+        if not lines and not path.exists():
+            print(f"trio-orch: no log yet at {path}", file=sys.stderr)
+            return EXIT_ACTION_FAILED
+        write(b"".join(lines))
+        return EXIT_OK
+    try:
+        logtail.follow(path, write, args.lines)
+    except KeyboardInterrupt:
+        return EXIT_OK  # Ctrl-C is how following ends
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """A bot's recorded events, newest last: from the manager, or the db when none runs."""
+    try:
+        message = {"command": "history", "names": [args.name], "lines": args.lines}
+        reply = _ask_manager(args, message)
+        if not reply.get("ok"):
+            print(reply.get("message", ""), file=sys.stderr)
+            return int(reply.get("code", 1))
+        manager, name, events = "running", reply["name"], reply["events"]
+    except ManagerNotRunning:
+        from trio_orchestrator.state import StateStore
+
+        manager = "not running"
+        name = _load_config(args).bot(args.name).name
+        events = []
+        db_path = _paths(args).db
+        if db_path.exists():
+            store = StateStore(db_path, readonly=True)
+            try:
+                events = store.history(name, args.lines)
+            finally:
+                store.close()
+    if args.json:
+        print(json.dumps({"manager": manager, "name": name, "events": events}, indent=2))
+        return EXIT_OK
+    print(f"manager: {manager}")
+    for event in events:
+        print(f"{event['time']}  {event['event']:<8}  {event['detail'] or ''}".rstrip())
+    if not events:
+        print(f"no recorded events for {name}")
+    return EXIT_OK
+
+
 HANDLERS = {
     "start_all": cmd_start_all,
     "check": cmd_check,
+    "reload": cmd_reload,
+    "init": cmd_init,
+    "completion": cmd_completion,
+    "_bots": cmd_bots,
     **dict.fromkeys(ACTIONS, cmd_action),
     **dict.fromkeys(QUERIES, cmd_query),
+    "logs": cmd_logs,
+    "history": cmd_history,
+    "metrics": cmd_metrics,
 }
 
 
@@ -225,7 +761,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or bad usage (2)
+    except SystemExit as exc:  # argparse: --help/--version (0) or bad usage (2)
         return EXIT_USAGE if exc.code else EXIT_OK
     try:
         return HANDLERS[args.command](args)

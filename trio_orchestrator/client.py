@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import socket
+import time
 from typing import TYPE_CHECKING, Any
 
 from trio_orchestrator.errors import ManagerNotRunning, OrchestratorError
@@ -59,6 +60,30 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
+def _connect(sock: socket.socket, socket_path: str, deadline: float) -> None:
+    """Connect, waiting while the manager's accept queue is full.
+
+    A Unix socket with a timeout connects without blocking: a full accept queue (a burst
+    of clients) answers EAGAIN at once rather than waiting, so we wait and try again.
+    """
+    delay = 0.005
+    while True:
+        try:
+            sock.connect(socket_path)
+            return
+        except BlockingIOError:
+            if time.monotonic() + delay > deadline:
+                raise OrchestratorError(
+                    f"the manager at {socket_path} is too busy to accept a connection"
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK):
+                raise ManagerNotRunning(socket_path) from None
+            raise OrchestratorError(f"cannot reach the manager at {socket_path}: {exc}") from None
+
+
 def request(socket_path: str, message: dict[str, Any], timeout: float = DEFAULT_TIMEOUT) -> dict:
     """Send one request to the manager and return its reply.
 
@@ -69,12 +94,7 @@ def request(socket_path: str, message: dict[str, Any], timeout: float = DEFAULT_
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
-        try:
-            sock.connect(socket_path)
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK):
-                raise ManagerNotRunning(socket_path) from None
-            raise OrchestratorError(f"cannot reach the manager at {socket_path}: {exc}") from None
+        _connect(sock, socket_path, time.monotonic() + timeout)
         chunks = []
         size = 0
         try:

@@ -72,6 +72,8 @@ class Command:
 
     action: Action
     names: tuple[str, ...] = attrs.field(default=(), converter=_as_names)
+    # How many entries a query returns (`history -n N`); None: its default.
+    limit: int | None = attrs.field(default=None, kw_only=True)
 
     @property
     def name(self) -> str | None:

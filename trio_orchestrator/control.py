@@ -17,6 +17,7 @@ import socket as stdlib_socket
 import stat
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 
 from trio_orchestrator.client import MAX_REQUEST_BYTES, encode, socket_address
@@ -41,7 +42,11 @@ def _error(message: str, code: int = EXIT_USAGE) -> dict[str, Any]:
 
 
 def parse_request(data: bytes) -> Command:
-    """Raises: BadCommand for anything but ``{"command": ..., "name": ...}``."""
+    """Parse ``{"command": ..., "name": ...}`` or ``{"command": ..., "names": [...]}``,
+    with an optional ``"lines"`` (or ``"limit"``) count for queries such as history.
+
+    Raises: BadCommand for anything else.
+    """
     try:
         message = json.loads(data)
     except ValueError:
@@ -55,7 +60,13 @@ def parse_request(data: bytes) -> Command:
     names = message.get("names", [message["name"]] if "name" in message else [])
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
         raise BadCommand('"names" must be a list of strings')
-    return Command.build(action, names)
+    command = Command.build(action, names)
+    limit = message.get("lines", message.get("limit"))
+    if limit is None:
+        return command
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        raise BadCommand('"lines" must be a whole number >= 0')
+    return attrs.evolve(command, limit=limit)
 
 
 def _socket_exists(path: Path) -> bool:

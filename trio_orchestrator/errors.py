@@ -6,6 +6,11 @@ Exit codes (SPEC 6.1): 0 success, 1 the action failed, 2 unknown bot or bad usag
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
 __all__ = [
     "EXIT_ACTION_FAILED",
     "EXIT_NO_MANAGER",
@@ -13,6 +18,7 @@ __all__ = [
     "EXIT_USAGE",
     "ActionFailed",
     "ConfigError",
+    "ConfigErrors",
     "ManagerNotRunning",
     "ManagerRunning",
     "OrchestratorError",
@@ -33,7 +39,11 @@ class OrchestratorError(Exception):
 
 
 class ConfigError(OrchestratorError):
-    """The configuration file is missing or invalid."""
+    """The configuration file is missing or invalid: one line naming the file, bot and key.
+
+    ``warnings`` holds the warnings found before the error (unknown keys, often the
+    typo behind it); the CLI prints them with the error.
+    """
 
     exit_code = EXIT_USAGE
 
@@ -41,21 +51,58 @@ class ConfigError(OrchestratorError):
         self.path = path
         self.bot = bot
         self.key = key
-        self.message = message
+        # One line per error: a YAML problem or an OSError text may span lines.
+        self.message = " ".join(message.splitlines())
+        self.warnings: tuple[str, ...] = ()
         where = [str(path)]
         if bot is not None:
             where.append(f"bot {bot!r}")
         if key is not None:
             where.append(f"key {key!r}")
-        super().__init__(f"config error: {', '.join(where)}: {message}")
+        super().__init__(f"config error: {', '.join(where)}: {self.message}")
+
+    @property
+    def errors(self) -> tuple[ConfigError, ...]:
+        """Every error found in the file (see :class:`ConfigErrors`)."""
+        return (self,)
+
+
+class ConfigErrors(ConfigError):
+    """Several errors in one configuration file, reported at once, one line each."""
+
+    def __init__(self, errors: Sequence[ConfigError]):
+        self._errors = tuple(errors)
+        self.path = self._errors[0].path
+        self.bot = self.key = None
+        self.message = "\n".join(str(error) for error in self._errors)
+        self.warnings = ()
+        OrchestratorError.__init__(self, self.message)
+
+    @property
+    def errors(self) -> tuple[ConfigError, ...]:
+        return self._errors
 
 
 class UnknownBotError(OrchestratorError):
+    """A command named a bot that the config does not define.
+
+    Args:
+        name: the name as given.
+        known: the configured names, listed in the message so the user can fix a typo.
+    """
+
     exit_code = EXIT_USAGE
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, known: Iterable[str] | None = None):
         self.name = name
-        super().__init__(f"unknown bot {name!r}")
+        self.known = tuple(known) if known is not None else None
+        if self.known is None:
+            hint = ""
+        elif self.known:
+            hint = f" (known bots: {', '.join(self.known)})"
+        else:
+            hint = " (the config defines no bots)"
+        super().__init__(f"unknown bot {name!r}{hint}")
 
 
 class ActionFailed(OrchestratorError):
@@ -76,10 +123,21 @@ class ManagerRunning(OrchestratorError):
 
 
 class ManagerNotRunning(OrchestratorError):
+    """Nothing answers on the control socket.
+
+    Args:
+        socket_path: where the manager was looked for.
+        start_command: the command that starts one, suggested in the message.
+    """
+
     exit_code = EXIT_NO_MANAGER
 
-    def __init__(self, socket_path: object):
-        super().__init__(f"no manager is running (no answer on {socket_path})")
+    def __init__(self, socket_path: object, start_command: str = "trio-orch start_all"):
+        self.socket_path = socket_path
+        self.start_command = start_command
+        super().__init__(
+            f"no manager is running (no answer on {socket_path}); start one with `{start_command}`"
+        )
 
 
 class StateError(OrchestratorError):

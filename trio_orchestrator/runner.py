@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import fcntl
 import logging
 import os
+import random
 import signal
 import subprocess
 import time
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
+from trio_orchestrator.envfile import EnvFileError, read_env_file
 from trio_orchestrator.errors import ActionFailed
 from trio_orchestrator.output import LineSplitter
 from trio_orchestrator.procfs import group_has_live_member
@@ -39,7 +41,6 @@ if TYPE_CHECKING:
 __all__ = [
     "BotRunner",
     "BotState",
-    "OutputBatch",
     "Run",
     "StopReason",
     "Transition",
@@ -58,6 +59,9 @@ F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, which Python names only from 3.10 on 
 # a grandchild that left the process group) before we stop reading them.
 PUMP_GRACE_SECONDS = 2.0
 GROUP_POLL_SECONDS = 0.05
+# Spawn failures that say the machine is short of something (fds, processes, memory) for
+# now: they go through backoff like a crash instead of failing the bot at once.
+_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM}
 # After SIGKILL, how long we wait for the group to disappear before giving up on it.
 SIGKILL_WAIT_SECONDS = 1.0
 
@@ -113,20 +117,6 @@ class Transition:
     reason: str = ""  # why the process ended, e.g. "exited with code 3", "stopped by user"
     message: str = ""  # the whole log line after the bot's name
     stop_reason: StopReason | None = None  # set when the manager ended the run
-
-
-@attrs.frozen
-class OutputBatch:
-    """Complete lines one bot wrote to one stream, as they came out of one read."""
-
-    name: str
-    color: str
-    stream: str  # "stdout" or "stderr"
-    block: bytes  # the lines joined by b"\n", without the last newline
-
-    @property
-    def line_count(self) -> int:
-        return self.block.count(b"\n") + 1
 
 
 def should_restart(policy: str, exit_code: int) -> bool:
@@ -236,7 +226,9 @@ class BotRunner:
     Args:
         bot: the bot's configuration.
         on_transition: awaited with every state change before the runner goes on.
-        output: where the pumps send :class:`OutputBatch` items (a bounded channel).
+        output: gives each pump the writer of its stream, ``output(bot, "stdout")``
+            (``OutputSink.stream_writer``); a writer takes a block of complete lines
+            joined by ``\n`` and returns once it is written (or queued, within bounds).
         before_start: awaited before every start (the git update); must not raise.
         spawn: ``trio.run_process`` or a fake with the same signature, for tests.
         killpg: ``os.killpg`` or a fake, for tests.
@@ -245,7 +237,7 @@ class BotRunner:
 
     bot: BotConfig
     on_transition: Callable[[BotRunner, Transition], Awaitable[None]]
-    output: trio.MemorySendChannel[OutputBatch]
+    output: Callable[[BotConfig, str], Callable[[bytes], Awaitable[None]]]
     before_start: Callable[[BotConfig], Awaitable[None]] | None = None
     spawn: Callable[..., Awaitable[Any]] = trio.run_process
     killpg: Callable[[int, int], None] = os.killpg
@@ -256,10 +248,13 @@ class BotRunner:
     restarts: int = attrs.field(init=False, default=0)
     last_exit_code: int | None = attrs.field(init=False, default=None)
     started_at: float | None = attrs.field(init=False, default=None)  # wall clock, for uptime
+    # Wall-clock time of the next automatic restart, while in backoff.
+    next_restart: float | None = attrs.field(init=False, default=None)
     run_handle: Run | None = attrs.field(init=False, default=None)
     _consecutive: int = attrs.field(init=False, default=0)
     _started_clock: float = attrs.field(init=False, default=0.0)  # trio clock, for health
     _spawn_error: str = attrs.field(init=False, default="")
+    _spawn_short_of_resources: bool = attrs.field(init=False, default=False)
     # The current process's own scope: cancelled to restart it as a failure (hung, memory).
     _process_scope: trio.CancelScope | None = attrs.field(init=False, default=None)
     _process_reason: StopReason | None = attrs.field(init=False, default=None)
@@ -280,6 +275,8 @@ class BotRunner:
         cancelled, so the db never misses a state the bot went through.
         """
         self.state = transition.state
+        if transition.state is not BotState.BACKOFF:
+            self.next_restart = None
         with trio.CancelScope(shield=True):
             await self.on_transition(self, transition)
 
@@ -322,7 +319,8 @@ class BotRunner:
         while True:
             exit_code = await self._run_once(run)
             reason = self._end_reason(exit_code)
-            if exit_code is None and self.restarts == 0 and self._consecutive == 0:
+            first_attempt = self.restarts == 0 and self._consecutive == 0
+            if exit_code is None and first_attempt and not self._spawn_short_of_resources:
                 return Transition(BotState.FAILED, reason=reason, message=reason)
             # A process we ended (hung, over memory) failed, whatever its exit code says.
             ended_by_us = self._process_reason is not None
@@ -339,9 +337,14 @@ class BotRunner:
             self._consecutive += 1
             self.restarts += 1
             delay = bot.restart_delay
+            if exit_code is None and self._spawn_short_of_resources:
+                # Out of fds or processes: bots failing together retry apart, so the
+                # ones the limit allows do get to run.
+                delay *= random.uniform(0.5, 1.5)
             message = (
                 f"{reason}; restart {self._consecutive}/{bot.max_restart_attempts} in {delay:g}s"
             )
+            self.next_restart = time.time() + delay
             await self._report(Transition(BotState.BACKOFF, None, exit_code, reason, message))
             await trio.sleep(delay)
 
@@ -364,12 +367,17 @@ class BotRunner:
             await self.before_start(self.bot)
         async with trio.open_nursery() as nursery:
             try:
+                file_env = await self._read_env_file()
                 # Shielded: a stop that arrives during the spawn waits for the pid, then
                 # ends the process; cancelling the spawn itself could leave it unkillable.
                 with trio.CancelScope(shield=True):
-                    process = await nursery.start(self._run_process)
-            except OSError as exc:
-                self._spawn_error = f"cannot start: {exc.strerror or exc}"
+                    process = await nursery.start(self._run_process, file_env)
+            except (OSError, EnvFileError) as exc:
+                if isinstance(exc, EnvFileError):
+                    self._spawn_error = str(exc)  # names the file and why, never a value
+                else:
+                    self._spawn_error = f"cannot start: {(exc.strerror or str(exc)).lower()}"
+                self._spawn_short_of_resources = getattr(exc, "errno", None) in _RESOURCE_ERRNOS
                 if self.restarts or self._consecutive:
                     LOGGER.warning("%s: %s", self.name, self._spawn_error)
                 run.first_start.set()
@@ -416,13 +424,52 @@ class BotRunner:
 
     @property
     def _stop_signal(self) -> int:
-        return getattr(self.bot, "stop_signal", signal.SIGTERM)
+        return self.bot.stop_signal
 
-    async def _run_process(self, *, task_status: trio.TaskStatus[trio.Process]) -> None:
-        env = {**os.environ, **dict(self.bot.env), **dict(self.extra_env), "PYTHONUNBUFFERED": "1"}
+    async def _argv(self) -> list[str]:
+        """The argv to spawn: a command's first word resolved now (directory, then PATH).
+
+        Raises:
+            FileNotFoundError: a command whose program is nowhere to be found.
+        """
+        argv = self.bot.argv
+        if self.bot.is_python:
+            return argv
+        program = await trio.to_thread.run_sync(self.bot.executable)
+        if program is None:
+            where = self.bot.directory if "/" in argv[0] else f"{self.bot.directory} or on PATH"
+            raise FileNotFoundError(errno.ENOENT, f"executable {argv[0]!r} not found in {where}")
+        return [program, *argv[1:]]
+
+    async def _read_env_file(self) -> dict[str, str]:
+        """The bot's env file, read afresh for every start (in a worker thread).
+
+        Raises:
+            EnvFileError: missing, unreadable or malformed; the message never holds a value.
+
+        **Cancellation:** a stop during the read waits for the (short) read to end in
+        its thread, then raises ``Cancelled``.
+        """
+        path = self.bot.env_file
+        if path is None:
+            return {}
+        return await trio.to_thread.run_sync(read_env_file, path)
+
+    async def _run_process(
+        self, file_env: dict[str, str], *, task_status: trio.TaskStatus[trio.Process]
+    ) -> None:
+        # os.environ < env_file < env < the manager's tags. Never logged: it holds secrets.
+        env = {
+            **os.environ,
+            **file_env,
+            **dict(self.bot.env),
+            **dict(self.extra_env),
+            "PYTHONUNBUFFERED": "1",
+        }
+        argv = await self._argv()
         with trio.CancelScope() as self._process_scope:
             await self.spawn(
-                self.bot.argv,
+                argv,
                 cwd=self.bot.directory,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -456,18 +503,18 @@ class BotRunner:
     async def _pump(
         self, stream: trio.abc.ReceiveStream, stream_name: str, scope: trio.CancelScope
     ) -> None:
-        """Send the stream's lines to the output channel until EOF or *scope* ends."""
+        """Write the stream's lines through the output until EOF or *scope* ends."""
         with contextlib.suppress(OSError, AttributeError):  # a fake stream, or a capped size
             fcntl.fcntl(stream.fileno(), F_SETPIPE_SZ, READ_SIZE)
         splitter = LineSplitter()
-        send = partial(OutputBatch, self.name, self.bot.color, stream_name)
+        write = self.output(self.bot, stream_name)
         with scope:
             async with stream:
                 while data := await stream.receive_some(READ_SIZE):
                     if (block := splitter.feed(data)) is not None:
-                        await self.output.send(send(block))
+                        await write(block)
                 if (block := splitter.flush()) is not None:
-                    await self.output.send(send(block))
+                    await write(block)
 
     async def stop(self, reason: StopReason = StopReason.USER) -> None:
         """Stop the bot and wait until its process group is gone.

@@ -140,11 +140,16 @@ class BotRecord:
 
 @attrs.frozen
 class Write:
-    """One committed change: the bot's full new record and an optional history event."""
+    """One committed change: the bot's full new record and an optional history event.
+
+    With ``forget``, the bot leaves the ``bot_states`` table instead (removed from the
+    config); its history stays.
+    """
 
     record: BotRecord
     event: str | None = None
     detail: str | None = None
+    forget: bool = False
 
 
 class StateStore:
@@ -229,6 +234,30 @@ class StateStore:
             raise StateError(f"state database {self.path}: {_describe(exc)}") from None
         return {row["bot_name"]: BotRecord.from_row(row) for row in rows}
 
+    def history(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """The bot's recorded events, newest last: the last *limit* (all if None or 0).
+
+        Each is ``{"time", "event", "detail"}``. A database without a history table (one
+        written by the original tool, opened read-only) has no events.
+
+        Raises:
+            StateError: the database cannot be read.
+        """
+        sql = (
+            "SELECT time, event, detail FROM ("
+            " SELECT id, time, event, detail FROM bot_history WHERE bot_name = ?"
+            " ORDER BY id DESC LIMIT ?) ORDER BY id"
+        )
+        try:
+            rows = self._db.execute(sql, (name, limit or -1)).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise StateError(f"state database {self.path}: {_describe(exc)}") from None
+        except sqlite3.Error as exc:
+            raise StateError(f"state database {self.path}: {_describe(exc)}") from None
+        return [dict(row) for row in rows]
+
     def commit(self, writes: Iterable[Write]) -> None:
         """Write all *writes* in one transaction (one attempt; SQLite waits up to
         ``busy_timeout_ms`` for another process's lock).
@@ -258,11 +287,14 @@ class StateStore:
         events = []
         stamp = now_iso()
         for write in writes:
-            values = write.record.to_columns()
-            rows.append(tuple(values[column] for column in columns))
+            if not write.forget:
+                values = write.record.to_columns()
+                rows.append(tuple(values[column] for column in columns))
             if write.event:
                 events.append((write.record.name, stamp, write.event, write.detail))
         self._db.executemany(sql, rows)
+        forgotten = [(write.record.name,) for write in writes if write.forget]
+        self._db.executemany("DELETE FROM bot_states WHERE bot_name = ?", forgotten)
         if events:
             self._db.executemany(
                 "INSERT INTO bot_history (bot_name, time, event, detail) VALUES (?, ?, ?, ?)",

@@ -18,6 +18,7 @@ one writer task) and calls git (through ``to_thread``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -29,14 +30,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 import trio
 
-from trio_orchestrator import gitupdate
+from trio_orchestrator import gitupdate, metrics
 from trio_orchestrator.commandfile import CommandFile
 from trio_orchestrator.commands import Action, Command
+from trio_orchestrator.config import load_config
 from trio_orchestrator.control import bind_control_socket, serve_control
-from trio_orchestrator.errors import ActionFailed, OrchestratorError, StateError
-from trio_orchestrator.output import LogFiles, Printer, should_color
+from trio_orchestrator.errors import ActionFailed, ConfigError, OrchestratorError, StateError
+from trio_orchestrator.output import LogFileHandler, LogFiles, Printer, should_color
 from trio_orchestrator.procfs import process_start_ticks
 from trio_orchestrator.recovery import DB_TAG_VARIABLE, end_orphans, reset_records, restored_state
+from trio_orchestrator.reload import ConfigDiff
 from trio_orchestrator.runner import (
     BotRunner,
     BotState,
@@ -45,8 +48,9 @@ from trio_orchestrator.runner import (
     Transition,
     describe_exit,
 )
+from trio_orchestrator.sampler import NOT_SAMPLED, Sampler, read_manager_usage
 from trio_orchestrator.sink import ConsoleLogHandler, OutputSink
-from trio_orchestrator.state import OwnerLock, StateStore, Write, now_iso
+from trio_orchestrator.state import BotRecord, OwnerLock, StateStore, Write, now_iso
 from trio_orchestrator.statewriter import StateWriter
 from trio_orchestrator.views import bot_info, one_line_status
 
@@ -54,8 +58,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
     from pathlib import Path
 
-    from trio_orchestrator.config import BotConfig, Config
-    from trio_orchestrator.state import BotRecord
+    from trio_orchestrator.config import BotConfig, Config, GlobalSettings
     from trio_orchestrator.views import Paths
 
 __all__ = ["Supervisor", "run_manager"]
@@ -64,7 +67,7 @@ LOGGER = logging.getLogger("trio_orchestrator")
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ENDED = (BotState.STOPPED, BotState.EXITED, BotState.FAILED)
-_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
 
 
 @attrs.define(eq=False)
@@ -101,23 +104,32 @@ class Supervisor:
     _intake: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
     _shutting_down: bool = attrs.field(init=False, default=False)
     _messages: dict[str, str] = attrs.field(init=False, factory=dict)
+    _reload_lock: trio.Lock = attrs.field(init=False, factory=trio.Lock)
     # Bots that `update NAME` just updated and is restarting: their next start skips the
     # update that has just run (and keeps its outcome as the bot's last update).
     _freshly_updated: set[str] = attrs.field(init=False, factory=set)
+    # Issue 15: CPU/memory sampling, counters for the metrics (see metrics.py, web.py).
+    sampler: Sampler = attrs.field(init=False)
+    counters: metrics.Counters = attrs.field(init=False, factory=metrics.Counters)
 
     def __attrs_post_init__(self) -> None:
         self._writer = StateWriter(self.store, self._limiter)
-        for name, bot in self.config.bots.items():
-            self.runners[name] = BotRunner(
-                bot=bot,
-                on_transition=self._on_transition,
-                output=self.sink.send_channel,
-                before_start=self._update_before_start if bot.updates_enabled else None,
-                spawn=self.spawn,
-                killpg=self.killpg,
-                extra_env=(("TRIO_ORCH_BOT", name), (DB_TAG_VARIABLE, str(self.paths.db))),
-            )
-            self._locks[name] = trio.Lock()
+        self.sampler = Sampler(lambda: {n: r.pid for n, r in self.runners.items() if r.pid})
+        for bot in self.config.bots.values():
+            self._add_runner(bot)
+
+    def _add_runner(self, bot: BotConfig) -> BotRunner:
+        runner = self.runners[bot.name] = BotRunner(
+            bot=bot,
+            on_transition=self._on_transition,
+            output=self.sink.stream_writer,
+            before_start=self._update_before_start if bot.updates_enabled else None,
+            spawn=self.spawn,
+            killpg=self.killpg,
+            extra_env=(("TRIO_ORCH_BOT", bot.name), (DB_TAG_VARIABLE, str(self.paths.db))),
+        )
+        self._locks.setdefault(bot.name, trio.Lock())
+        return runner
 
     # ----- running -----
 
@@ -137,6 +149,7 @@ class Supervisor:
     async def _serve(self, signals: AsyncIterator[int], task_status: trio.TaskStatus[None]) -> None:
         listener = await bind_control_socket(self.paths.socket)
         try:
+            web = await self._bind_web()  # before any nursery: errors are one plain line
             await self._recover()
             async with trio.open_nursery() as infrastructure:
                 await infrastructure.start(self.sink.run)
@@ -146,11 +159,15 @@ class Supervisor:
                         self._root = root
                         root.start_soon(self._handle_signals, signals)
                         await root.start(serve_control, listener, self.execute)
+                        await root.start(self.sampler.run)
+                        if web is not None:
+                            await root.start(web)
                         await root.start(self._read_command_file)
                         LOGGER.info(
-                            "trio-orch manager running (pid %d, %d bots configured, socket %s)",
+                            "trio-orch manager running (pid %d, %d bot%s configured, socket %s)",
                             os.getpid(),
                             len(self.config.bots),
+                            "" if len(self.config.bots) == 1 else "s",
                             self.paths.socket,
                         )
                         root.start_soon(self._restore)
@@ -158,7 +175,7 @@ class Supervisor:
                 finally:
                     self._root = None
                     self._writer.close()
-                    self.sink.send_channel.close()
+                    self.sink.close()
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.paths.socket)
@@ -199,8 +216,12 @@ class Supervisor:
 
     async def _handle_signals(self, signals: AsyncIterator[int]) -> None:
         async for signum in signals:
-            if signum == signal.SIGHUP:
-                LOGGER.info("SIGHUP ignored: restart trio-orch to apply config changes")
+            if signum == signal.SIGUSR1:  # logrotate's postrotate
+                self.sink.reopen_logs()
+                LOGGER.info("SIGUSR1 received: log files reopened")
+            elif signum == signal.SIGHUP:
+                assert self._root is not None
+                self._root.start_soon(self.reload, "SIGHUP")
             elif not self._shutting_down:
                 LOGGER.info("%s received: stopping all bots", signal.Signals(signum).name)
                 assert self._root is not None
@@ -230,6 +251,90 @@ class Supervisor:
             # as stopped by the shutdown, see BotRunner.run).
             self._root.cancel_scope.cancel()
 
+    # ----- reload -----
+
+    async def reload(self, source: str) -> dict[str, Any]:
+        """Re-read the config and apply only the difference (see :mod:`.reload`).
+
+        A config that does not validate is rejected and the running one stays in force.
+        The reply's message lists what was added, removed, restarted and left alone.
+
+        **Cancellation:** bots already stopped or started stay so; the config in force is
+        the new one once any bot has been acted on.
+        """
+        async with self._reload_lock:
+            if self._shutting_down:
+                return {"ok": False, "code": 1, "message": "the manager is shutting down"}
+            try:
+                new = await trio.to_thread.run_sync(load_config, self.paths.config)
+            except ConfigError as exc:
+                LOGGER.warning("reload (%s) rejected; the running config stays: %s", source, exc)
+                return {"ok": False, "code": exc.exit_code, "message": str(exc)}
+            diff = ConfigDiff.between(self.config, new)
+            for warning in new.warnings:
+                LOGGER.warning("%s", warning)
+            await self._each(self._remove_bot, diff.removed)
+            self.config = new
+            for name in diff.updated:
+                self.runners[name].bot = new.bots[name]
+            for name in diff.added:
+                self._add_runner(new.bots[name])
+                self.records[name] = BotRecord(name=name)
+            await self._each(self._replace_bot, diff.restarted)
+            await self._each(self._start_added, diff.added)
+        summary = diff.summary()
+        LOGGER.info("config reloaded (%s): %s", source, "; ".join(summary))
+        return {"ok": True, "code": 0, "message": "\n".join(summary), "reload": attrs.asdict(diff)}
+
+    @staticmethod
+    async def _each(action: Callable[[str], Awaitable[None]], names: tuple[str, ...]) -> None:
+        """Run *action* on every name in parallel; a failure is logged, not raised."""
+
+        async def act(name: str) -> None:
+            try:
+                await action(name)
+            except OrchestratorError as exc:
+                LOGGER.warning("reload: %s: %s", name, exc)
+
+        async with trio.open_nursery() as nursery:
+            for name in names:
+                nursery.start_soon(act, name)
+
+    async def _remove_bot(self, name: str) -> None:
+        async with self._locks[name]:
+            runner = self.runners[name]
+            if runner.active:
+                await runner.stop(StopReason.RELOAD)
+            del self.runners[name]
+            record = self.records.pop(name)
+            await self._save(Write(record, "reload", "removed from the config", forget=True))
+
+    async def _replace_bot(self, name: str) -> None:
+        async with self._locks[name]:
+            old = self.runners[name]
+            was_up = old.active
+            if was_up:
+                await old.stop(StopReason.RELOAD)
+            runner = self._add_runner(self.config.bots[name])
+            runner.state = old.state
+            detail = "settings changed" + ("; restarting" if was_up else "")
+            await self._save(Write(self.records[name], "reload", detail))
+            if not was_up:
+                return
+            run = await self._begin(runner)
+        await self._started(runner, run, "restarted")
+
+    async def _start_added(self, name: str) -> None:
+        await self._save(Write(self.records[name], "reload", "added to the config"))
+        if self.config.bots[name].autostart:
+            await self._start(self.runners[name])
+
+    async def _save(self, write: Write) -> None:
+        try:
+            await self._writer.commit(write)
+        except StateError as exc:
+            LOGGER.warning("%s: %s not saved: %s", write.record.name, write.event, exc)
+
     # ----- transitions -----
 
     async def _on_transition(self, runner: BotRunner, transition: Transition) -> None:
@@ -238,14 +343,11 @@ class Supervisor:
         previous = self.records[name]  # every configured bot has one since recovery
         record = attrs.evolve(previous, **self._record_changes(runner, transition, previous))
         self.records[name] = record
+        self.counters.record(name, transition, previous.state)
         if transition.message:
             self._messages[name] = transition.message
-        try:
-            await self._writer.commit(
-                Write(record, transition.state.value, transition.message or None)
-            )
-        except StateError as exc:
-            LOGGER.warning("%s %s not saved: %s", name, transition.state, exc)
+        detail = self._event_detail(transition, previous.state, record)
+        await self._save(Write(record, transition.state.value, detail))
         self._log_transition(name, transition, previous.state, record)
 
     def _record_changes(
@@ -279,6 +381,20 @@ class Supervisor:
             preserve = transition.stop_reason is StopReason.SHUTDOWN
             changes.update(is_running=False, preserved_state=preserve)
         return changes
+
+    @staticmethod
+    def _event_detail(transition: Transition, previous: str, record: BotRecord) -> str | None:
+        """The history entry's detail: the pid of a start, the reason of an exit."""
+        state = transition.state
+        if state is BotState.RUNNING and previous == BotState.PAUSED:
+            return f"resumed (pid {record.pid})"
+        if state is BotState.RUNNING:
+            return f"pid {record.pid}, start #{record.start_count}"
+        if state in (BotState.PAUSED, BotState.STOPPING):
+            return f"pid {transition.pid}"
+        if state is BotState.STOPPED and transition.exit_code is not None:
+            return f"{transition.reason or 'stopped'} ({describe_exit(transition.exit_code)})"
+        return transition.message or None
 
     @staticmethod
     def _log_transition(name: str, transition: Transition, previous: str, record: BotRecord):
@@ -326,10 +442,7 @@ class Supervisor:
             update_time=now_iso(),
         )
         self.records[bot.name] = record
-        try:
-            await self._writer.commit(Write(record, "update", result.message))
-        except StateError as exc:
-            LOGGER.warning("%s update not saved: %s", bot.name, exc)
+        await self._save(Write(record, "update", result.message))
         return result
 
     # ----- commands -----
@@ -345,11 +458,21 @@ class Supervisor:
         raises for a bad command: that is a reply with a non-zero code.
         """
         try:
+            if command.action is Action.METRICS:
+                return {"ok": True, "code": 0, "message": await self.metrics_text()}
+            if command.action in (Action.LIST, Action.STATUS_ALL, Action.STATUS):
+                await self.look()
             if command.action in (Action.LIST, Action.STATUS_ALL):
                 return self._list(source)
+            if command.action is Action.RELOAD:
+                return await self.reload(source)
             runners = self._runners_named(command)  # every name checked before acting
             if command.action is Action.STATUS:
                 return {"ok": True, "code": 0, "message": "", "bot": self.info(command.name)}
+            if command.action is Action.HISTORY:
+                name = runners[0].name
+                events = await self._db(self.store.history, name, command.limit)
+                return {"ok": True, "code": 0, "message": "", "name": name, "events": events}
             handler = self._HANDLERS.get(command.action)
             if handler is None:
                 raise ActionFailed(f"{command.action.value!r} is not a bot action")
@@ -487,10 +610,74 @@ class Supervisor:
     def info(self, name: str) -> dict[str, Any]:
         runner = self.runners[name]
         started_at = runner.started_at if runner.pid is not None else None
-        return bot_info(self.config.bots[name], self.records[name], started_at)
+        info = bot_info(runner.bot, self.records[name], started_at, runner.next_restart)
+        return info | (self.sampler.usage(name) if runner.pid else NOT_SAMPLED)
 
     def all_info(self) -> list[dict[str, Any]]:
-        return [self.info(name) for name in self.config.bots]
+        # The runners, not the config: during a reload a removed bot may still be
+        # stopping, and an added one may already run.
+        return [self.info(name) for name in self.runners]
+
+    # ----- metrics and the status page (issue 15) -----
+
+    async def _bind_web(self) -> Callable[..., Awaitable[None]] | None:
+        """Bind ``metrics_listen``, if set; the listener's serve task (h11 loaded only then)."""
+        listen, token = metrics.listen_settings(self.config.settings)
+        if listen is None:
+            return None
+        from trio_orchestrator import web
+
+        listeners = await web.bind_web(listen, token, self.config.path)
+        self.sampler.keep_sampling("metrics listener")
+        where = ", ".join(web.bound_addresses(listeners))
+        LOGGER.info("status page and /metrics on http://%s/", where)
+        return partial(web.serve_web, listeners, self, token)
+
+    async def look(self) -> None:
+        """Someone looks at the figures: fresh CPU/memory samples for a while."""
+        await self.sampler.look()
+
+    async def metrics_text(self) -> str:
+        """The Prometheus text exposition of every bot and the manager."""
+        await self.look()
+        manager = await trio.to_thread.run_sync(read_manager_usage)
+        bots = []
+        for name, runner in self.runners.items():
+            usage = self.sampler.tracker.figures.get(name) if runner.pid else None
+            bots.append(
+                metrics.bot_metrics(
+                    name,
+                    state=str(runner.state),
+                    pid=runner.pid,
+                    record=self.records[name],
+                    counters=self.counters,
+                    usage=usage,
+                    cpu_seconds=self.sampler.tracker.cpu_seconds(name),
+                    line_counts=self.sink.lines_total,
+                    start_time=runner.started_at,
+                )
+            )
+        return metrics.render(bots, manager, _version())
+
+    def log_path(self, name: str) -> Path | None:
+        """The output log of a configured bot (None for an unknown name)."""
+        bot = self.config.bots.get(name)
+        return None if bot is None else self.config.settings.log_directory / f"{bot.name}.log"
+
+    def add_change_listener(self, listener: Callable[[], None]) -> None:
+        """Call *listener* after every transition and every CPU/memory sample."""
+        self.counters.listeners.append(listener)
+        self.sampler.listeners.append(lambda _figures: listener())
+
+
+@functools.cache
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("trio-orch")
+    except PackageNotFoundError:
+        return ""
 
 
 async def _run_cancellable(
@@ -519,11 +706,17 @@ async def _run_cancellable(
     return result
 
 
-def _setup_logging(log_directory: Path, sink: OutputSink) -> list[logging.Handler]:
-    os.makedirs(log_directory, exist_ok=True)
-    file_handler = logging.FileHandler(log_directory / "bot_manager.log", encoding="utf-8")
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+def _setup_logging(settings: GlobalSettings, sink: OutputSink) -> list[logging.Handler]:
+    """Manager events to ``bot_manager.log`` (through the sink's log files: rotation,
+    disk full, reopen) and to the console. Raises: OSError if the log cannot be opened."""
+    log_file = sink.log_files.get("bot_manager", settings)
+    log_file.open()
+    file_handler = LogFileHandler(log_file)
+    file_handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     console_handler = ConsoleLogHandler(sink)
+    # A record logged with extra={"console": False} goes to the file only: the config
+    # warnings, which the CLI has printed already.
+    console_handler.addFilter(lambda record: getattr(record, "console", True))
     console_handler.setFormatter(
         logging.Formatter("%(asctime)s [trio-orch] %(message)s", datefmt="%H:%M:%S")
     )
@@ -536,8 +729,10 @@ def _setup_logging(log_directory: Path, sink: OutputSink) -> list[logging.Handle
     return handlers
 
 
-def run_manager(config: Config, paths: Paths, color_mode: str) -> int:
+def run_manager(config: Config, paths: Paths, color_mode: str, timestamps: bool = False) -> int:
     """``trio-orch start_all``: own the db, run until a signal, exit 0.
+
+    *timestamps* puts a timestamp before each bot line on the console too.
 
     Start-up (the lock, the db, the log directory) happens here, before trio runs, so its
     errors reach the CLI as plain exceptions.
@@ -553,18 +748,20 @@ def run_manager(config: Config, paths: Paths, color_mode: str) -> int:
         store = StateStore(paths.db)
         stack.callback(store.close)
         stored = store.load_all()
-        printer = Printer(color=should_color(color_mode, sys.stdout, os.environ))
+        printer = Printer(
+            color=should_color(color_mode, sys.stdout, os.environ), timestamps=timestamps
+        )
         log_files = LogFiles(config.settings.log_directory)
         sink = OutputSink(printer, log_files, sys.stdout.buffer, sys.stderr.buffer)
         try:
-            handlers = _setup_logging(config.settings.log_directory, sink)
+            handlers = _setup_logging(config.settings, sink)
         except OSError as exc:
             raise StateError(
                 f"cannot write logs in {config.settings.log_directory}: {exc.strerror}"
             ) from None
         stack.callback(_remove_handlers, handlers)
         for warning in config.warnings:
-            LOGGER.warning("%s", warning)
+            LOGGER.warning("%s", warning, extra={"console": False})
         supervisor = Supervisor(config=config, paths=paths, store=store, stored=stored, sink=sink)
         try:
             # Until the signal task takes SIGINT over, a Ctrl-C raises KeyboardInterrupt;

@@ -63,7 +63,8 @@ def test_prefixed_output_logs_shutdown_and_restore(two_bots, manager_factory, tm
     # Per-bot logs and the manager log.
     assert "[Alpha] tick 0" in (tmp_path / "logs" / "Alpha.log").read_text()
     manager_log = (tmp_path / "logs" / "bot_manager.log").read_text()
-    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO Alpha running", manager_log, re.M)
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d"  # ISO 8601, local
+    assert re.search(rf"^{stamp} INFO Alpha running", manager_log, re.M)
 
     after = bots_by_name(two_bots)
     assert listing(two_bots)["manager"] == "not running"
@@ -115,8 +116,13 @@ def test_color_always_and_no_color(tmp_path, manager_factory):
     wait_for(lambda: "hello" in manager.output())
     assert "\x1b[37m[Hue]\x1b[0m hello\n" in manager.output()
     assert manager.stop() == 0
+    # no-color.org: NO_COLOR turns off the default, an explicit --color always still wins.
     env = {**os.environ, "NO_COLOR": "1"}
     manager = manager_factory(config, ["--color", "always"], env=env).wait_ready()
+    wait_for(lambda: "hello" in manager.output())
+    assert "\x1b[37m[Hue]\x1b[0m hello\n" in manager.output()
+    assert manager.stop() == 0
+    manager = manager_factory(config, ["--color", "never"]).wait_ready()
     wait_for(lambda: "hello" in manager.output())
     assert "[Hue] hello\n" in manager.output()
     assert "\x1b[" not in manager.output()

@@ -1,0 +1,81 @@
+"""Any program as a bot (issue 12): `command:` bots, PATH lookup, and `stop_signal`."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from helpers import cli, pid_alive, wait_for, write_bot, write_config
+from test_cli_control import bots_of, wait_state
+
+INTERRUPTIBLE = """
+import time
+print("waiting", flush=True)
+try:
+    while True:
+        time.sleep(0.1)
+except KeyboardInterrupt:
+    print("interrupted cleanly", flush=True)
+"""
+
+
+def bot_log(config, name):
+    path = config.parent / "logs" / f"{name}.log"
+    return path.read_text() if path.exists() else ""
+
+
+def test_command_bots_run_modules_programs_and_path_lookups(tmp_path, manager_factory):
+    package = tmp_path / "bots" / "pkg"
+    write_bot(
+        package, 'import time\nprint("module up", flush=True)\ntime.sleep(60)\n', "__main__.py"
+    )
+    script = tmp_path / "bots" / "run.sh"
+    script.write_text("#!/bin/sh\necho shell up\nexec sleep 60\n")
+    script.chmod(0o755)
+    config = write_config(
+        tmp_path / "bot_config.yaml",
+        {
+            "Module": {"command": [sys.executable, "-m", "pkg"], "directory": "bots"},
+            "Local": {"command": "run.sh", "directory": "bots"},  # found in the directory
+            "OnPath": {"command": "sh -c 'echo from PATH; exec sleep 60'", "directory": "bots"},
+            "Missing": {"command": "no-such-program --flag", "directory": "bots"},
+        },
+        stop_timeout=5,
+    )
+    checked = cli(config, "check")
+    assert checked.returncode == 0, checked.stderr
+    assert f"Local: {script}" in checked.stdout
+    assert "OnPath: /" in checked.stdout and "(found on PATH)" in checked.stdout
+    assert "executable 'no-such-program' not found" in checked.stderr
+
+    manager = manager_factory(config).wait_ready()
+    for name, line in [("Module", "module up"), ("Local", "shell up"), ("OnPath", "from PATH")]:
+        wait_state(manager.socket, name, "running")
+        wait_for(lambda name=name, line=line: f"[{name}] {line}" in bot_log(config, name))
+    bots = bots_of(manager.socket)
+    with open(f"/proc/{bots['Local']['pid']}/cmdline", "rb") as cmdline:
+        assert cmdline.read().split(b"\0")[0] == b"sleep"  # the pid is the program itself
+    missing = wait_state(manager.socket, "Missing", "failed")
+    assert "executable 'no-such-program' not found" in missing["last_exit_reason"]
+    assert manager.stop() == 0
+    assert not any(pid_alive(bot["pid"]) for bot in bots.values() if bot["pid"])
+
+
+def test_stop_signal_int_lets_a_python_bot_handle_keyboard_interrupt(tmp_path, manager_factory):
+    write_bot(tmp_path / "bots", INTERRUPTIBLE)
+    config = write_config(
+        tmp_path / "bot_config.yaml",
+        {"Polite": {"script": "main.py", "directory": "bots", "stop_signal": "INT"}},
+        stop_timeout=10,
+    )
+    manager = manager_factory(config).wait_ready()
+    wait_state(manager.socket, "Polite", "running")
+    wait_for(lambda: "waiting" in bot_log(config, "Polite"))
+    stopped = cli(config, "stop", "Polite")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "[Polite] interrupted cleanly" in bot_log(config, "Polite")
+    bot = bots_of(manager.socket)["Polite"]
+    assert bot["last_exit_code"] == 0 and bot["last_exit_reason"] == "stopped by user"
+    assert manager.stop() == 0
+    assert "SIGKILL" not in (config.parent / "logs" / "bot_manager.log").read_text()
+    assert os.path.exists(config.parent / "logs" / "bot_manager.log")
