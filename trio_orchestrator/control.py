@@ -139,9 +139,13 @@ async def serve_control(
     listener: trio.SocketListener,
     handler: Callable[[Command], Awaitable[dict[str, Any]]],
     *,
+    request_timeout: float = REQUEST_TIMEOUT,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Answer requests on *listener* with *handler* until cancelled.
+
+    A client that sends no complete request within *request_timeout* seconds gets an
+    error reply.
 
     **Cancellation:** closes the listener; requests in progress are cancelled.
     """
@@ -149,7 +153,7 @@ async def serve_control(
 
     async def serve_one(stream: trio.SocketStream) -> None:
         async with limiter, stream:
-            reply = await _answer(stream, handler)
+            reply = await _answer(stream, handler, request_timeout)
             with trio.move_on_after(REPLY_TIMEOUT):
                 # The client went away? Its loss.
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
@@ -159,10 +163,12 @@ async def serve_control(
 
 
 async def _answer(
-    stream: trio.SocketStream, handler: Callable[[Command], Awaitable[dict[str, Any]]]
+    stream: trio.SocketStream,
+    handler: Callable[[Command], Awaitable[dict[str, Any]]],
+    request_timeout: float,
 ) -> dict[str, Any]:
     data = b""
-    with trio.move_on_after(REQUEST_TIMEOUT) as timeout:
+    with trio.move_on_after(request_timeout) as timeout:
         try:
             while b"\n" not in data:
                 chunk = await stream.receive_some(MAX_REQUEST_BYTES)
@@ -174,7 +180,7 @@ async def _answer(
         except trio.BrokenResourceError:
             return _error("connection broken")
     if timeout.cancelled_caught:
-        return _error(f"no complete request within {REQUEST_TIMEOUT:g}s")
+        return _error(f"no complete request within {request_timeout:g}s")
     try:
         command = parse_request(data.partition(b"\n")[0])
     except BadCommand as exc:

@@ -166,7 +166,9 @@ class StateStore:
         StateError: the file cannot be opened, is not a database, or is read-only.
     """
 
-    def __init__(self, path: Path, *, readonly: bool = False):
+    def __init__(
+        self, path: Path, *, readonly: bool = False, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+    ):
         self.path = path
         try:
             if readonly:
@@ -175,7 +177,7 @@ class StateStore:
             else:
                 self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.row_factory = sqlite3.Row
-            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             if not readonly:
                 self._migrate()
         except sqlite3.Error as exc:
@@ -265,7 +267,7 @@ class StateStore:
 
     def commit(self, writes: Iterable[Write]) -> None:
         """Write all *writes* in one transaction (one attempt; SQLite waits up to
-        BUSY_TIMEOUT_MS for another process's lock).
+        ``busy_timeout_ms`` for another process's lock).
 
         Raises:
             StateError: the write failed; ``transient`` tells a locked database, a full
