@@ -496,3 +496,75 @@ def test_kubernetes_validate_rejects_what_it_should(tmp_path):
     (tmp_path / "k.yaml").write_text(text)
     with pytest.raises(AssertionError):
         kubernetes_validate(tmp_path / "k.yaml")
+
+
+# ----- the example with its commented-out keys: every key the product has -----
+
+# How each key reaches the targets; a new key fails this test until the export handles it
+# (maps it, or warns that a target cannot express it).
+HANDLED = {
+    "mapped": {
+        "directory", "script", "command", "args", "python", "env", "env_file", "description",
+        "autostart", "restart", "max_restart_attempts", "restart_delay", "stop_timeout",
+        "healthy_uptime", "stop_signal", "restart_backoff", "max_restart_delay",
+        "restart_window", "heartbeat_timeout", "heartbeat_grace", "max_memory",
+    },
+    "warned": {
+        "color", "log_max_bytes", "log_backups", "failed_cooldown", "hooks", "repo_url",
+        "auto_update", "force_sync", "preserve_files", "rollback_on_failure",
+        "rollback_window", "metrics_listen", "web_token",
+    },
+    # The manager's own machinery, with no counterpart in a unit or a container.
+    "manager only": {
+        "log_directory", "command_poll_interval", "git_timeout", "hook_timeout",
+    },
+}  # fmt: skip
+
+
+def test_every_config_key_is_handled():
+    import attrs
+
+    from trio_orchestrator.config import BotConfig, GlobalSettings
+
+    keys = {field.name for cls in (BotConfig, GlobalSettings) for field in attrs.fields(cls)}
+    handled = set().union(*HANDLED.values())
+    assert keys - {"name"} - handled == set(), "a new key: map it in export.py or warn"
+
+
+@pytest.fixture
+def uncommented(tmp_path):
+    """bot_config-example.yaml with every commented-out key in force (the Web bot too)."""
+    text = re.sub(r"^(\s*)# (\s*[A-Za-z_]+:)", r"\1\2", EXAMPLE.read_text(), flags=re.M)
+    (tmp_path / "bot_config.yaml").write_text(text)
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    web = tmp_path / "web"
+    web.mkdir()
+    (web / "gunicorn").write_text("#!/bin/sh\n")
+    (web / "gunicorn").chmod(0o755)
+    (web / ".env").write_text("SECRET_KEY=x\n")
+    config = load_config(tmp_path / "bot_config.yaml")
+    assert "Web" in config.bots and config.bots["Web"].heartbeat_timeout == 30
+    return config
+
+
+def test_the_example_with_every_key_exports_and_validates(uncommented, tmp_path):
+    systemd = export_systemd(uncommented, tmp_path / "units")
+    write(systemd)
+    verify_units(systemd.files)
+    unit = systemd.files[tmp_path / "units" / "trio-orch-Web.service"]
+    assert f"ExecStart={tmp_path}/web/gunicorn app:app --bind 127.0.0.1:8000\n" in unit
+    assert "KillSignal=SIGINT\n" in unit and "MemoryMax=300000000\n" in unit
+    assert "RestartSteps=" in unit  # global restart_backoff: 2
+    compose = export_compose(uncommented, tmp_path / "compose.yaml")
+    write(compose)
+    compose_config(tmp_path / "compose.yaml")
+    kubernetes = export_kubernetes(uncommented, tmp_path / "k8s.yaml")
+    write(kubernetes)
+    kubernetes_validate(tmp_path / "k8s.yaml")
+    for result in (systemd, compose, kubernetes):
+        for key in ("hooks.on_failed", "failed_cooldown"):
+            assert warned(result, "Web", key), key
+        for key in ("repo_url", "rollback_on_failure"):
+            assert warned(result, "Greeter", key), key
+        assert warned(result, "Web", "heartbeat_timeout") or result is kubernetes
+        assert any(line.startswith("global_settings.metrics_listen") for line in result.warnings)
