@@ -110,7 +110,7 @@ def full(tmp_path):
     web.mkdir()
     (web / "run.sh").write_text("#!/bin/sh\nexec sleep 1000\n")
     (web / "run.sh").chmod(0o755)
-    (web / ".env").write_text('TOKEN=s3cret\nexport API_KEY="abc def"\nPLAIN=x # note\n')
+    (web / ".env").write_text('TOKEN=s3cret\nexport API_KEY="abc def"\nPLAIN=x # note\nPASS=a$b\n')
     bot = tmp_path / "bot"
     bot.mkdir()
     (bot / "main.py").write_text("print('hi')\n")
@@ -235,7 +235,20 @@ def test_compose_maps_every_key(full, tmp_path):
     assert 'CMD ["python", "main.py", "--name", "x y"]' in dockerfile
     for key in ("heartbeat_timeout", "max_restart_attempts", "restart_delay", "hooks.on_failed"):
         assert warned(result, "Web_1", key), key
+    assert "PASS: docker compose v2 expands" in warned(result, "Web_1", "env_file")[0]
     assert any(line.startswith("global_settings.metrics_listen") for line in result.warnings)
+
+
+def test_compose_on_failure_without_restarts_is_no(tmp_path):
+    (tmp_path / "main.py").write_text("")
+    bots = {"A": {"script": "main.py", "directory": ".", "max_restart_attempts": 0}}
+    config = load_config(write_config(tmp_path / "c.yaml", bots))
+    result = export_compose(config, tmp_path / "compose.yaml")
+    # docker reads on-failure:0 as "no limit"
+    assert (
+        yaml.safe_load(result.files[tmp_path / "compose.yaml"])["services"]["A"]["restart"] == "no"
+    )
+    assert warned(result, "A", "restart_delay") == []
 
 
 def test_compose_with_an_image_builds_nothing(full, tmp_path):
@@ -252,7 +265,7 @@ def test_kubernetes_maps_every_key(full, tmp_path):
     docs = documents(result.files[out])
     assert list(docs) == ["Deployment/bot", "Secret/web-1-env", "Deployment/web-1"]
     secret, web, bot = docs["Secret/web-1-env"], docs["Deployment/web-1"], docs["Deployment/bot"]
-    assert secret["stringData"] == {"TOKEN": "", "API_KEY": "", "PLAIN": ""}
+    assert secret["stringData"] == {"TOKEN": "", "API_KEY": "", "PLAIN": "", "PASS": ""}
     assert "s3cret" not in result.files[out]  # never a secret without --include-secrets
     assert "kubectl create secret generic web-1-env" in warned(result, "Web_1", "env_file")[0]
     assert web["spec"]["replicas"] == 0  # autostart: false

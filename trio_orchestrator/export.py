@@ -571,7 +571,9 @@ def _compose_service(
     service["init"] = True
     if not bot.autostart:
         service["profiles"] = ["manual"]
-    if bot.restart is RestartPolicy.ON_FAILURE:
+    if bot.restart is RestartPolicy.ON_FAILURE and bot.max_restart_attempts == 0:
+        service["restart"] = "no"  # docker reads on-failure:0 as "no limit"
+    elif bot.restart is RestartPolicy.ON_FAILURE:
         service["restart"] = f"on-failure:{bot.max_restart_attempts}"
         if bot.restart_window is not None:
             report.warn(bot, "restart_window", "docker counts every restart; no window")
@@ -581,7 +583,7 @@ def _compose_service(
         report.warn(bot, "max_restart_attempts", "docker never gives up on restart: unless-stopped")
     else:
         service["restart"] = "no"
-    if bot.restart is not RestartPolicy.NEVER:
+    if service["restart"] != "no":
         report.warn(
             bot, "restart_delay", "docker waits its own delay (100 ms, doubling) before a "
             "restart; restart_delay/restart_backoff are not expressible"
@@ -594,7 +596,13 @@ def _compose_service(
     service["environment"] = environment
     if bot.env_file is not None:
         service["env_file"] = [_relative(bot.env_file, base)]
-        _env_file(bot, report)  # warns when unreadable
+        values = _env_file(bot, report, values=True) or {}  # warns when unreadable
+        dollars = sorted(key for key, value in values.items() if "$" in value)
+        if dollars:
+            report.warn(
+                bot, "env_file", f"{', '.join(dollars)}: docker compose v2 expands $NAME in "
+                "env_file values, trio-orch does not; write $$ there"
+            )  # fmt: skip
     service["volumes"] = [
         {"type": "bind", "source": _relative(bot.directory, base), "target": APP_DIRECTORY}
     ]
@@ -671,7 +679,8 @@ def _secret(
         report.warn(
             bot, "env_file", f"Secret {name}-env has the keys only; fill it with `kubectl "
             f"create secret generic {name}-env --from-env-file={bot.env_file} --dry-run=client "
-            "-o yaml | kubectl apply -f -` (or export with --include-secrets)"
+            "-o yaml | kubectl apply -f -` (it takes quotes literally) or export with "
+            "--include-secrets (which reads the file as trio-orch does)"
         )  # fmt: skip
     return secret
 
