@@ -26,6 +26,7 @@ The mapping, in short (the README has the table):
 from __future__ import annotations
 
 import base64
+import json
 import math
 import os
 import re
@@ -36,7 +37,12 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from trio_orchestrator.config import GlobalSettings, RestartPolicy, dump_yaml
+from trio_orchestrator.config import (
+    GlobalSettings,
+    RestartPolicy,
+    dump_yaml,
+    resolve_executable,
+)
 from trio_orchestrator.envfile import EnvFileError, read_env_file
 from trio_orchestrator.errors import ActionFailed
 
@@ -246,8 +252,6 @@ def _unit_name(bot: BotConfig) -> str:
 
 def _program(bot: BotConfig, report: _Report) -> list[str]:
     """The bot's argv with an absolute program, as systemd needs it."""
-    from trio_orchestrator.config import resolve_executable
-
     argv = bot.argv
     if bot.script is not None:
         argv[1] = os.path.normpath(bot.directory / bot.script)
@@ -498,14 +502,8 @@ def _dockerfile(bot: BotConfig, config: Config) -> str:
     ]
     if bot.stop_signal is not signal.SIGTERM:
         lines.append(f"STOPSIGNAL {bot.stop_signal.name}")
-    lines.append("CMD " + _json_list(argv))
+    lines.append("CMD " + json.dumps(argv))
     return "\n".join(lines) + "\n"
-
-
-def _json_list(words: list[str]) -> str:
-    import json
-
-    return json.dumps(words)
 
 
 def _dockerfile_path(bot: BotConfig, output: Path) -> Path:
