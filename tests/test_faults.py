@@ -209,6 +209,13 @@ def bot_log(config: Path, name: str) -> bytes:
     return path.read_bytes() if path.exists() else b""
 
 
+def all_logs(config: Path, name: str) -> bytes:
+    """A bot's log with its rotated files before it, oldest first."""
+    directory = config.parent / "logs"
+    rotated = sorted(directory.glob(f"{name}.log.[0-9]*"), key=lambda path: -int(path.suffix[1:]))
+    return b"".join(path.read_bytes() for path in rotated) + bot_log(config, name)
+
+
 def assert_no_traceback(text: str) -> None:
     assert "Traceback" not in text, text
     assert "Fatal Python error" not in text, text
@@ -429,8 +436,8 @@ def test_misbehaving_bots(tmp_path, marker, manager_factory):
         "NoStdout": (CLOSES_STDOUT, {}),
         "Early": (EXITS_BEFORE_READ, {"restart": "never"}),
         "Garbled": (UNDECODABLE, {}),
-        "Flood": (FLOOD, {}),
-        "LongLine": (LONG_LINE, {}),
+        "Flood": (FLOOD, {"log_max_bytes": 0}),  # 100 MiB: keep it all in one file
+        "LongLine": (LONG_LINE, {"log_max_bytes": 0}),
     }
     bots = {}
     for name, (code, settings) in scripts.items():
@@ -473,12 +480,14 @@ def test_misbehaving_bots(tmp_path, marker, manager_factory):
     garbled = bot_log(config, "Garbled").decode("utf-8")  # valid UTF-8 now
     assert "[Garbled] bad \ufffd\ufffd bytes \ufffd here\n" in garbled
     assert "[Garbled] \ufffd( on stderr\n" in garbled
-    flood = bot_log(config, "Flood")
-    assert flood.count(b"[Flood] " + b"x" * 1023 + b"\n") == 100 * 1024
-    long_lines = bot_log(config, "LongLine").split(b"\n")
-    pieces = [line for line in long_lines if line.startswith(b"[LongLine] yyy")]
-    assert sum(len(line) - len(b"[LongLine] ") for line in pieces) == 50 * MIB
-    assert max(len(line) for line in pieces) <= 64 * 1024 + len(b"[LongLine] ")
+    flood = all_logs(config, "Flood").count(b"[Flood] " + b"x" * 1023 + b"\n")
+    long_lines = [
+        line.partition(b"[LongLine] ")[2] for line in all_logs(config, "LongLine").split(b"\n")
+    ]
+    pieces = [line for line in long_lines if line.startswith(b"yyy")]
+    assert max(map(len, pieces)) <= 64 * 1024
+    assert flood == 100 * 1024
+    assert sum(map(len, pieces)) == 50 * MIB
     assert b"[NoStdout] closing stdout\n" in bot_log(config, "NoStdout")
     log = manager_log(config)
     assert "Stubborn did not exit 1s after SIGTERM; sent SIGKILL" in log
@@ -579,11 +588,11 @@ def test_stalled_manager_stdout(tmp_path, marker, spawned):
     text = output.decode("utf-8", "replace")
     notices = [line for line in text.splitlines() if "console too slow" in line]
     dropped = sum(int(line.split(": ")[1].split()[0]) for line in notices)
-    # The log file has every line the bot wrote, in order.
+    # The log files have every line the bot wrote, in order.
     numbers = [
-        int(line.split()[2])
-        for line in bot_log(config, "Chatty").decode().splitlines()
-        if line.startswith("[Chatty] line ")
+        int(line.partition("[Chatty] line ")[2].split()[0])
+        for line in all_logs(config, "Chatty").decode().splitlines()
+        if "[Chatty] line " in line
     ]
     assert numbers and _restarted_sequence(numbers)
     console_lines = text.count("[Chatty] line ")

@@ -70,6 +70,18 @@ def no_group(pgid, sig):
     raise ProcessLookupError
 
 
+def channel_output(send):
+    """A runner output that sends ``(stream, block)`` pairs into a channel."""
+
+    def writer(bot, stream):
+        async def write(block):
+            await send.send((stream, block))
+
+        return write
+
+    return writer
+
+
 def make_runner(tmp_path, fake, **bot_settings):
     config = make_config(tmp_path, {"Bot": {"script": "main.py", "directory": ".", **bot_settings}})
     transitions = []
@@ -81,7 +93,7 @@ def make_runner(tmp_path, fake, **bot_settings):
     runner = BotRunner(
         bot=config.bots["Bot"],
         on_transition=on_transition,
-        output=send,
+        output=channel_output(send),
         spawn=fake.spawn,
         killpg=no_group,
     )
@@ -189,14 +201,16 @@ def real_runner(tmp_path, code, **bot_settings):
     async def on_transition(runner, transition):
         transitions.append(transition.state)
 
-    runner = BotRunner(bot=config.bots["Bot"], on_transition=on_transition, output=send)
+    runner = BotRunner(
+        bot=config.bots["Bot"], on_transition=on_transition, output=channel_output(send)
+    )
     return runner, receive, transitions
 
 
 async def lines_until(receive, text):
     seen = []
-    async for batch in receive:
-        seen.extend(batch.block.decode().split("\n"))
+    async for _stream, block in receive:
+        seen.extend(block.decode().split("\n"))
         if any(text in line for line in seen):
             return seen
     return seen
@@ -333,7 +347,9 @@ async def test_missing_directory_fails_without_retry(tmp_path):
     async def on_transition(runner, transition):
         pass
 
-    runner = BotRunner(bot=config.bots["Bot"], on_transition=on_transition, output=send)
+    runner = BotRunner(
+        bot=config.bots["Bot"], on_transition=on_transition, output=channel_output(send)
+    )
     async with trio.open_nursery() as nursery:
         run = await nursery.start(runner.run)
         await run.first_start.wait()

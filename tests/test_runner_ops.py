@@ -9,7 +9,7 @@ import attrs
 import pytest
 import trio
 from helpers import make_config, write_bot
-from test_runner import FakeBot, make_runner
+from test_runner import FakeBot, channel_output, make_runner
 
 from trio_orchestrator.runner import BotRunner, BotState
 from trio_orchestrator.state import BotRecord
@@ -43,7 +43,7 @@ def env_runner(tmp_path, env_file, env=None):
     runner = BotRunner(
         bot=with_env_file(config.bots["Bot"], env_file),
         on_transition=on_transition,
-        output=send,
+        output=channel_output(send),
         extra_env=(("TRIO_ORCH_BOT", "Bot"),),
     )
     return runner, receive, transitions
@@ -58,8 +58,8 @@ async def run_to_end(runner):
 
 
 async def printed_env(receive) -> dict:
-    batch = await receive.receive()
-    return json.loads(batch.block.decode().splitlines()[0])
+    _stream, block = await receive.receive()
+    return json.loads(block.decode().splitlines()[0])
 
 
 async def test_env_file_precedence(tmp_path, monkeypatch):

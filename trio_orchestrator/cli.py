@@ -31,6 +31,7 @@ from trio_orchestrator.errors import (
     OrchestratorError,
     UnknownBotError,
 )
+from trio_orchestrator.units import human_bytes, human_percent
 
 if TYPE_CHECKING:
     from trio_orchestrator.config import BotConfig, Config
@@ -145,12 +146,17 @@ def _parser() -> argparse.ArgumentParser:
         "always (even piped, even with NO_COLOR), never (default: auto)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_command(
+    start_all = _add_command(
         commands,
         "start_all",
         "run the manager in the foreground until SIGINT/SIGTERM",
         "Starts the bots that were running at the last shutdown, plus never-seen bots\n"
         "with `autostart: true`. Ctrl-C stops them all and exits 0.",
+    )
+    start_all.add_argument(
+        "--timestamps",
+        action="store_true",
+        help="prefix each console line with its time, as the log files do (default: off)",
     )
     _add_command(commands, "check", "validate the config and start nothing")
     _add_command(
@@ -211,6 +217,12 @@ def _parser() -> argparse.ArgumentParser:
         "  source <(trio-orch completion zsh)       # in ~/.zshrc",
     )
     completion.add_argument("shell", choices=SHELLS, help="the shell to complete for")
+    _add_command(
+        commands,
+        "metrics",
+        "print the running manager's Prometheus metrics once",
+        "The text exposition format, as GET /metrics serves it with metrics_listen.",
+    )
     commands.add_parser("_bots")  # hidden: the bot names, for the completion scripts
     _add_ops_parsers(commands)
     _add_export_parser(commands)
@@ -376,7 +388,7 @@ def cmd_start_all(args: argparse.Namespace) -> int:
     from trio_orchestrator.supervisor import run_manager
 
     config = _load_config(args)
-    return run_manager(config, _paths(args), args.color)
+    return run_manager(config, _paths(args), args.color, args.timestamps)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -671,6 +683,15 @@ def _details(bot: dict[str, Any]) -> str:
         ("state", bot["state"]),
         ("pid", bot["pid"]),
         ("uptime", _duration(bot.get("uptime")) if bot.get("uptime") is not None else None),
+        (
+            "cpu",
+            human_percent(bot.get("cpu_percent")) if bot.get("cpu_percent") is not None else None,
+        ),
+        (
+            "memory",
+            human_bytes(bot.get("memory_bytes")) if bot.get("memory_bytes") is not None else None,
+        ),
+        ("processes", bot.get("processes")),
         ("last start", bot.get("last_start_time")),
         ("starts", bot["start_count"]),
         ("restarts", bot["restarts"]),
@@ -682,7 +703,7 @@ def _details(bot: dict[str, Any]) -> str:
         ("description", bot.get("description")),
     ]
     if bot.get("last_exit_reason") is None and bot.get("last_exit_code") is not None:
-        fields[7] = ("last exit", f"code {bot['last_exit_code']}")
+        fields[10] = ("last exit", f"code {bot['last_exit_code']}")
     width = max(len(key) for key, _ in fields) + 1
     return "\n".join(
         f"{key + ':':<{width}} {'-' if value in (None, '') else value}" for key, value in fields
@@ -718,7 +739,10 @@ def _exit_text(code: int | None) -> str:
 
 
 def _table(bots: list[dict[str, Any]]) -> str:
-    header = ("NAME", "STATE", "PID", "UPTIME", "STARTS", "RESTARTS", "LAST EXIT", "DESCRIPTION")
+    header = (
+        *("NAME", "STATE", "PID", "UPTIME", "CPU", "MEM"),
+        *("STARTS", "RESTARTS", "LAST EXIT", "DESCRIPTION"),
+    )
     rows = [header]
     for bot in bots:
         rows.append(
@@ -727,6 +751,8 @@ def _table(bots: list[dict[str, Any]]) -> str:
                 ORPHANED if bot.get("orphaned") else bot["state"],
                 "-" if bot["pid"] is None else str(bot["pid"]),
                 _duration(bot.get("uptime")),
+                human_percent(bot.get("cpu_percent")),
+                human_bytes(bot.get("memory_bytes")),
                 str(bot["start_count"]),
                 str(bot["restarts"]),
                 _exit_text(bot["last_exit_code"]),
@@ -745,6 +771,13 @@ def _table(bots: list[dict[str, Any]]) -> str:
         if bot.get("last_update")
     ]
     return "\n".join(lines + extra)
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    """Print the running manager's metrics (Prometheus text format) once."""
+    reply = _ask_manager(args, {"command": "metrics"})
+    print(reply.get("message", ""), end="", file=sys.stdout if reply.get("ok") else sys.stderr)
+    return int(reply.get("code", 1))
 
 
 def _summary(bots: list[dict[str, Any]]) -> str:
@@ -832,6 +865,7 @@ HANDLERS = {
     "logs": cmd_logs,
     "history": cmd_history,
     "export": cmd_export,
+    "metrics": cmd_metrics,
 }
 
 

@@ -1,15 +1,20 @@
 """Turning bot output into prefixed lines: splitting, decoding, colouring, log files.
 
-Pure and synchronous. The async plumbing that moves these bytes between tasks lives in
-:mod:`trio_orchestrator.sink`. Everything here works on whole batches of lines with one
-``join`` per batch, because a chatty bot produces hundreds of thousands of lines a second
-and a Python-level loop per line would make the manager the bottleneck.
+Synchronous and free of trio: the pumps call into it through
+:mod:`trio_orchestrator.sink`, and the manager log from any thread. Everything here works
+on whole blocks of lines with a few C-level calls per block (``find``, ``replace``, one
+``os.write``), because a chatty bot produces hundreds of thousands of lines a second and a
+Python-level loop per line would make the manager the bottleneck.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
+import threading
+import time
 from collections import deque
 from typing import IO, TYPE_CHECKING
 
@@ -19,16 +24,27 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
 
+    from trio_orchestrator.config import BotConfig, GlobalSettings
+
 __all__ = [
     "MAX_LINE_BYTES",
     "ConsoleBuffer",
     "LineSplitter",
+    "LogFile",
+    "LogFileHandler",
     "LogFiles",
     "Printer",
+    "iso_stamp",
+    "log_limits",
     "should_color",
 ]
 
+LOGGER = logging.getLogger(__name__)
+
 MAX_LINE_BYTES = 64 * 1024
+# How often a log file's path is checked for a deleted or moved-away file: a stat per
+# write would cost more than the write.
+CHECK_SECONDS = 1.0
 
 # The prefix colours of config.COLORS, as colorama's ANSI sequences.
 _ANSI = {
@@ -114,14 +130,21 @@ def _clean(block: bytes) -> bytes:
 
 
 class Printer:
-    """Formats lines for the console and the per-bot logs.
+    """Formats blocks of one bot's lines for the console and for its log file.
+
+    A log line is ``<timestamp> <stream> [Name] line``; a console line is ``[Name] line``
+    (with ``timestamps``, ``<timestamp> [Name] line``). The lines of one read arrived
+    together, so they share one timestamp: the per-line work stays one C-level
+    ``replace``.
 
     Args:
         color: whether console prefixes carry ANSI colours (see :func:`should_color`).
+        timestamps: whether console lines carry a timestamp too.
     """
 
-    def __init__(self, *, color: bool):
+    def __init__(self, *, color: bool, timestamps: bool = False):
         self.color = color
+        self.timestamps = timestamps
         self._prefixes: dict[tuple[str, str], tuple[bytes, bytes]] = {}
         if color and sys.platform == "win32":  # pragma: no cover - POSIX-only supervisor
             import colorama
@@ -137,14 +160,45 @@ class Printer:
             self._prefixes[name, color] = (console, plain)
             return console, plain
 
-    def format(self, name: str, color: str, block: bytes) -> tuple[bytes, bytes]:
+    def format(self, name: str, color: str, stream: str, block: bytes) -> tuple[bytes, bytes]:
         """Return ``(console_bytes, log_bytes)`` for a block of one bot's lines."""
         console_prefix, plain_prefix = self._prefix(name, color)
         body = _clean(block)
-        log = plain_prefix + body.replace(b"\n", b"\n" + plain_prefix) + b"\n"
-        if console_prefix is plain_prefix:
-            return log, log
+        stamp = iso_stamp() + b" "
+        log_prefix = stamp + _STREAM_MARKERS[stream] + plain_prefix
+        log = log_prefix + body.replace(b"\n", b"\n" + log_prefix) + b"\n"
+        if self.timestamps:
+            console_prefix = stamp + console_prefix
         return console_prefix + body.replace(b"\n", b"\n" + console_prefix) + b"\n", log
+
+
+_STREAM_MARKERS = {"stdout": b"stdout ", "stderr": b"stderr "}
+
+
+class _StampCache:
+    """The parts of a timestamp that change once a second, computed once a second.
+
+    One tuple, replaced whole: threads that race on it see either the old or the new one.
+    """
+
+    second: tuple[int, bytes, bytes] = (-1, b"", b"")
+
+
+def iso_stamp(now: float | None = None) -> bytes:
+    """Local time, ISO 8601, milliseconds and UTC offset: ``2026-12-01T22:13:09.123+01:00``."""
+    if now is None:
+        now = time.time()
+    second = int(now)
+    cached, head, offset = _StampCache.second
+    if cached != second:
+        local = time.localtime(second)
+        minutes = local.tm_gmtoff // 60
+        sign = "+" if minutes >= 0 else "-"
+        head = time.strftime("%Y-%m-%dT%H:%M:%S", local).encode()
+        hours, minutes = divmod(abs(minutes), 60)
+        offset = f"{sign}{hours:02d}:{minutes:02d}".encode()
+        _StampCache.second = (second, head, offset)
+    return b"%s.%03d%s" % (head, int((now - second) * 1000), offset)
 
 
 class ConsoleBuffer:
@@ -187,27 +241,220 @@ class ConsoleBuffer:
         return data, dropped
 
 
+def log_limits(settings: GlobalSettings | BotConfig) -> tuple[int, int]:
+    """``(log_max_bytes, log_backups)`` of a bot or of the global settings."""
+    return settings.log_max_bytes, settings.log_backups
+
+
+class LogFile:
+    """An append-only log file with size rotation that survives what happens to its path.
+
+    Written from the event loop for bot output (a page-cache write, as cheap as a memory
+    copy; only a disk that cannot keep up at all would make it wait) and from any thread
+    for the manager log, hence the lock.
+
+    - Rotation by size: ``<name>.1`` .. ``<name>.N``; a block is cut between lines, so a
+      file never exceeds *max_bytes* unless a single line does.
+    - Write errors (disk full, EIO, a read-only directory) lose the lines, not the
+      manager: one warning when it starts failing, one with the count of lost lines when
+      it works again; every write tries again.
+    - A deleted file or directory, or a file moved away (logrotate), is noticed within
+      :data:`CHECK_SECONDS` and a new file is created; :meth:`reopen` does it at once.
+
+    Args:
+        path: the file.
+        max_bytes: size at which it rotates; 0 never rotates.
+        backups: rotated files kept; 0 truncates instead.
+    """
+
+    def __init__(self, path: Path, max_bytes: int = 0, backups: int = 0):
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._inode = (0, 0)
+        self._size = 0
+        self._check_at = 0.0
+        self._failure: str | None = None
+        self.lost_lines = 0
+
+    def open(self) -> None:
+        """Open (or create) the file now. Raises: OSError if it cannot be."""
+        with self._lock:
+            if self._fd is None:
+                self._open()
+
+    def write(self, data: bytes, lines: int) -> None:
+        """Append *data*, whole lines holding *lines* lines; never raises OSError."""
+        with self._lock:
+            warning = self._write(data, lines)
+        if warning is not None:
+            # Outside the lock: the warning may come back here through the manager log.
+            LOGGER.warning("%s", warning)
+
+    def reopen(self) -> None:
+        """Close the file; the next write opens ``path`` again (SIGUSR1, logrotate)."""
+        with self._lock:
+            self._close()
+
+    def close(self) -> None:
+        """Close the file (a later write would open it again)."""
+        self.reopen()
+
+    def _write(self, data: bytes, lines: int) -> str | None:
+        offset = 0
+        try:
+            now = time.monotonic()
+            if now >= self._check_at:
+                self._check_at = now + CHECK_SECONDS
+                self._check_path()
+            while offset < len(data):
+                if self._fd is None:
+                    self._open()
+                end = self._fitting(data, offset)
+                if end == offset:
+                    self._rotate()
+                    continue
+                self._write_all(data if end - offset == len(data) else data[offset:end])
+                offset = end
+        except OSError as exc:
+            self.lost_lines += data.count(b"\n", offset) if offset else lines
+            if self._failure is None:
+                self._failure = exc.strerror or str(exc)
+                return (
+                    f"cannot write {self.path}: {self._failure}; "
+                    "its lines are lost until writing works again"
+                )
+            return None
+        if self._failure is not None:
+            lost, self.lost_lines, self._failure = self.lost_lines, 0, None
+            return f"{self.path} is written again; {lost} lines could not be written"
+        return None
+
+    def _open(self) -> None:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except FileNotFoundError:  # the directory was removed: make it again
+            os.makedirs(self.path.parent, exist_ok=True)
+            fd = os.open(self.path, flags, 0o644)
+        stat = os.fstat(fd)
+        self._fd, self._inode, self._size = fd, (stat.st_dev, stat.st_ino), stat.st_size
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def _check_path(self) -> None:
+        """Reopen if the path no longer leads to our file (deleted or moved away)."""
+        if self._fd is None:
+            return
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            self._close()
+            return
+        if (stat.st_dev, stat.st_ino) != self._inode:
+            self._close()
+        else:
+            self._size = stat.st_size  # truncated by someone else (copytruncate)
+
+    def _fitting(self, data: bytes, offset: int) -> int:
+        """Where the part of ``data[offset:]`` that goes into the current file ends."""
+        room = self.max_bytes - self._size
+        if not self.max_bytes or len(data) - offset <= room:
+            return len(data)
+        cut = data.rfind(b"\n", offset, offset + max(room, 0)) + 1
+        if cut:
+            return cut
+        if self._size == 0:  # a single line longer than the limit goes whole
+            return data.find(b"\n", offset) + 1 or len(data)
+        return offset
+
+    def _rotate(self) -> None:
+        self._close()
+        # Freeing the blocks of a dropped 10 MiB file takes a file system tens of
+        # milliseconds: it is renamed out of the way (metadata only, like the other
+        # renames here) and deleted in a thread of its own, once per rotation.
+        dropped = f"{self.path}.{self.backups}" if self.backups else str(self.path)
+        doomed = f"{self.path}.deleting"
+        try:
+            os.replace(dropped, doomed)
+        except FileNotFoundError:
+            pass
+        else:
+            threading.Thread(target=_unlink_quietly, args=(doomed,), daemon=True).start()
+        if self.backups:
+            for number in range(self.backups - 1, 0, -1):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(f"{self.path}.{number}", f"{self.path}.{number + 1}")
+            os.replace(self.path, f"{self.path}.1")
+        self._open()
+
+    def _write_all(self, chunk: bytes) -> None:
+        assert self._fd is not None
+        written = 0
+        try:
+            while written < len(chunk):
+                written += os.write(self._fd, chunk[written:] if written else chunk)
+        except OSError:
+            if written:  # take back the part of a line that went out (disk full mid-write)
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self._size)
+            raise
+        self._size += written
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
 class LogFiles:
-    """Append-only per-bot log files, ``<directory>/<BotName>.log``, opened on first use."""
+    """Every log file of the manager, one :class:`LogFile` per path, opened on first write."""
 
     def __init__(self, directory: Path):
         self.directory = directory
-        self._files: dict[str, IO[bytes]] = {}
+        self._files: dict[str, LogFile] = {}
 
-    def write_batches(self, batches: list[tuple[str, bytes]]) -> None:
-        """Write ``(bot_name, data)`` pairs, then flush so ``tail -f`` sees them."""
-        touched = set()
-        for name, data in batches:
-            handle = self._files.get(name)
-            if handle is None:
-                os.makedirs(self.directory, exist_ok=True)
-                handle = self._files[name] = open(self.directory / f"{name}.log", "ab")  # noqa: SIM115
-            handle.write(data)
-            touched.add(handle)
-        for handle in touched:
-            handle.flush()
+    def get(self, name: str, settings: GlobalSettings | BotConfig) -> LogFile:
+        """The file ``<directory>/<name>.log`` with the rotation *settings* has."""
+        log_file = self._files.get(name)
+        if log_file is None:
+            max_bytes, backups = log_limits(settings)
+            log_file = LogFile(self.directory / f"{name}.log", max_bytes, backups)
+            self._files[name] = log_file
+        return log_file
+
+    def reopen(self) -> None:
+        for log_file in self._files.values():
+            log_file.reopen()
 
     def close(self) -> None:
-        for handle in self._files.values():
-            handle.close()
-        self._files.clear()
+        for log_file in self._files.values():
+            log_file.close()
+
+
+class LogFileHandler(logging.Handler):
+    """Sends log records to a :class:`LogFile`, each line ``<timestamp> <formatted record>``.
+
+    Thread-safe (the file has its lock); disk-full and vanished files are handled there.
+    """
+
+    def __init__(self, log_file: LogFile):
+        super().__init__()
+        self.log_file = log_file
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            data = iso_stamp(record.created) + b" " + text.encode("utf-8", "replace") + b"\n"
+            self.log_file.write(data, text.count("\n") + 1)
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        self.log_file.close()
+        super().close()

@@ -23,7 +23,6 @@ import random
 import signal
 import subprocess
 import time
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -42,7 +41,6 @@ if TYPE_CHECKING:
 __all__ = [
     "BotRunner",
     "BotState",
-    "OutputBatch",
     "Run",
     "StopReason",
     "Transition",
@@ -119,20 +117,6 @@ class Transition:
     reason: str = ""  # why the process ended, e.g. "exited with code 3", "stopped by user"
     message: str = ""  # the whole log line after the bot's name
     stop_reason: StopReason | None = None  # set when the manager ended the run
-
-
-@attrs.frozen
-class OutputBatch:
-    """Complete lines one bot wrote to one stream, as they came out of one read."""
-
-    name: str
-    color: str
-    stream: str  # "stdout" or "stderr"
-    block: bytes  # the lines joined by b"\n", without the last newline
-
-    @property
-    def line_count(self) -> int:
-        return self.block.count(b"\n") + 1
 
 
 def should_restart(policy: str, exit_code: int) -> bool:
@@ -242,7 +226,9 @@ class BotRunner:
     Args:
         bot: the bot's configuration.
         on_transition: awaited with every state change before the runner goes on.
-        output: where the pumps send :class:`OutputBatch` items (a bounded channel).
+        output: gives each pump the writer of its stream, ``output(bot, "stdout")``
+            (``OutputSink.stream_writer``); a writer takes a block of complete lines
+            joined by ``\n`` and returns once it is written (or queued, within bounds).
         before_start: awaited before every start (the git update); must not raise.
         spawn: ``trio.run_process`` or a fake with the same signature, for tests.
         killpg: ``os.killpg`` or a fake, for tests.
@@ -251,7 +237,7 @@ class BotRunner:
 
     bot: BotConfig
     on_transition: Callable[[BotRunner, Transition], Awaitable[None]]
-    output: trio.MemorySendChannel[OutputBatch]
+    output: Callable[[BotConfig, str], Callable[[bytes], Awaitable[None]]]
     before_start: Callable[[BotConfig], Awaitable[None]] | None = None
     spawn: Callable[..., Awaitable[Any]] = trio.run_process
     killpg: Callable[[int, int], None] = os.killpg
@@ -517,18 +503,18 @@ class BotRunner:
     async def _pump(
         self, stream: trio.abc.ReceiveStream, stream_name: str, scope: trio.CancelScope
     ) -> None:
-        """Send the stream's lines to the output channel until EOF or *scope* ends."""
+        """Write the stream's lines through the output until EOF or *scope* ends."""
         with contextlib.suppress(OSError, AttributeError):  # a fake stream, or a capped size
             fcntl.fcntl(stream.fileno(), F_SETPIPE_SZ, READ_SIZE)
         splitter = LineSplitter()
-        send = partial(OutputBatch, self.name, self.bot.color, stream_name)
+        write = self.output(self.bot, stream_name)
         with scope:
             async with stream:
                 while data := await stream.receive_some(READ_SIZE):
                     if (block := splitter.feed(data)) is not None:
-                        await self.output.send(send(block))
+                        await write(block)
                 if (block := splitter.flush()) is not None:
-                    await self.output.send(send(block))
+                    await write(block)
 
     async def stop(self, reason: StopReason = StopReason.USER) -> None:
         """Stop the bot and wait until its process group is gone.

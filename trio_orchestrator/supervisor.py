@@ -18,6 +18,7 @@ one writer task) and calls git (through ``to_thread``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -29,13 +30,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 import trio
 
-from trio_orchestrator import gitupdate
+from trio_orchestrator import gitupdate, metrics
 from trio_orchestrator.commandfile import CommandFile
 from trio_orchestrator.commands import Action, Command
 from trio_orchestrator.config import load_config
 from trio_orchestrator.control import bind_control_socket, serve_control
 from trio_orchestrator.errors import ActionFailed, ConfigError, OrchestratorError, StateError
-from trio_orchestrator.output import LogFiles, Printer, should_color
+from trio_orchestrator.output import LogFileHandler, LogFiles, Printer, should_color
 from trio_orchestrator.procfs import process_start_ticks
 from trio_orchestrator.recovery import DB_TAG_VARIABLE, end_orphans, reset_records, restored_state
 from trio_orchestrator.reload import ConfigDiff
@@ -47,6 +48,7 @@ from trio_orchestrator.runner import (
     Transition,
     describe_exit,
 )
+from trio_orchestrator.sampler import NOT_SAMPLED, Sampler, read_manager_usage
 from trio_orchestrator.sink import ConsoleLogHandler, OutputSink
 from trio_orchestrator.state import BotRecord, OwnerLock, StateStore, Write, now_iso
 from trio_orchestrator.statewriter import StateWriter
@@ -56,7 +58,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
     from pathlib import Path
 
-    from trio_orchestrator.config import BotConfig, Config
+    from trio_orchestrator.config import BotConfig, Config, GlobalSettings
     from trio_orchestrator.views import Paths
 
 __all__ = ["Supervisor", "run_manager"]
@@ -65,7 +67,7 @@ LOGGER = logging.getLogger("trio_orchestrator")
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ENDED = (BotState.STOPPED, BotState.EXITED, BotState.FAILED)
-_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
 
 
 @attrs.define(eq=False)
@@ -106,9 +108,13 @@ class Supervisor:
     # Bots that `update NAME` just updated and is restarting: their next start skips the
     # update that has just run (and keeps its outcome as the bot's last update).
     _freshly_updated: set[str] = attrs.field(init=False, factory=set)
+    # Issue 15: CPU/memory sampling, counters for the metrics (see metrics.py, web.py).
+    sampler: Sampler = attrs.field(init=False)
+    counters: metrics.Counters = attrs.field(init=False, factory=metrics.Counters)
 
     def __attrs_post_init__(self) -> None:
         self._writer = StateWriter(self.store, self._limiter)
+        self.sampler = Sampler(lambda: {n: r.pid for n, r in self.runners.items() if r.pid})
         for bot in self.config.bots.values():
             self._add_runner(bot)
 
@@ -116,7 +122,7 @@ class Supervisor:
         runner = self.runners[bot.name] = BotRunner(
             bot=bot,
             on_transition=self._on_transition,
-            output=self.sink.send_channel,
+            output=self.sink.stream_writer,
             before_start=self._update_before_start if bot.updates_enabled else None,
             spawn=self.spawn,
             killpg=self.killpg,
@@ -143,6 +149,7 @@ class Supervisor:
     async def _serve(self, signals: AsyncIterator[int], task_status: trio.TaskStatus[None]) -> None:
         listener = await bind_control_socket(self.paths.socket)
         try:
+            web = await self._bind_web()  # before any nursery: errors are one plain line
             await self._recover()
             async with trio.open_nursery() as infrastructure:
                 await infrastructure.start(self.sink.run)
@@ -152,6 +159,9 @@ class Supervisor:
                         self._root = root
                         root.start_soon(self._handle_signals, signals)
                         await root.start(serve_control, listener, self.execute)
+                        await root.start(self.sampler.run)
+                        if web is not None:
+                            await root.start(web)
                         await root.start(self._read_command_file)
                         LOGGER.info(
                             "trio-orch manager running (pid %d, %d bot%s configured, socket %s)",
@@ -165,7 +175,7 @@ class Supervisor:
                 finally:
                     self._root = None
                     self._writer.close()
-                    self.sink.send_channel.close()
+                    self.sink.close()
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.paths.socket)
@@ -206,7 +216,10 @@ class Supervisor:
 
     async def _handle_signals(self, signals: AsyncIterator[int]) -> None:
         async for signum in signals:
-            if signum == signal.SIGHUP:
+            if signum == signal.SIGUSR1:  # logrotate's postrotate
+                self.sink.reopen_logs()
+                LOGGER.info("SIGUSR1 received: log files reopened")
+            elif signum == signal.SIGHUP:
                 assert self._root is not None
                 self._root.start_soon(self.reload, "SIGHUP")
             elif not self._shutting_down:
@@ -330,6 +343,7 @@ class Supervisor:
         previous = self.records[name]  # every configured bot has one since recovery
         record = attrs.evolve(previous, **self._record_changes(runner, transition, previous))
         self.records[name] = record
+        self.counters.record(name, transition, previous.state)
         if transition.message:
             self._messages[name] = transition.message
         detail = self._event_detail(transition, previous.state, record)
@@ -444,6 +458,10 @@ class Supervisor:
         raises for a bad command: that is a reply with a non-zero code.
         """
         try:
+            if command.action is Action.METRICS:
+                return {"ok": True, "code": 0, "message": await self.metrics_text()}
+            if command.action in (Action.LIST, Action.STATUS_ALL, Action.STATUS):
+                await self.look()
             if command.action in (Action.LIST, Action.STATUS_ALL):
                 return self._list(source)
             if command.action is Action.RELOAD:
@@ -592,12 +610,74 @@ class Supervisor:
     def info(self, name: str) -> dict[str, Any]:
         runner = self.runners[name]
         started_at = runner.started_at if runner.pid is not None else None
-        return bot_info(runner.bot, self.records[name], started_at, runner.next_restart)
+        info = bot_info(runner.bot, self.records[name], started_at, runner.next_restart)
+        return info | (self.sampler.usage(name) if runner.pid else NOT_SAMPLED)
 
     def all_info(self) -> list[dict[str, Any]]:
         # The runners, not the config: during a reload a removed bot may still be
         # stopping, and an added one may already run.
         return [self.info(name) for name in self.runners]
+
+    # ----- metrics and the status page (issue 15) -----
+
+    async def _bind_web(self) -> Callable[..., Awaitable[None]] | None:
+        """Bind ``metrics_listen``, if set; the listener's serve task (h11 loaded only then)."""
+        listen, token = metrics.listen_settings(self.config.settings)
+        if listen is None:
+            return None
+        from trio_orchestrator import web
+
+        listeners = await web.bind_web(listen, token, self.config.path)
+        self.sampler.keep_sampling("metrics listener")
+        where = ", ".join(web.bound_addresses(listeners))
+        LOGGER.info("status page and /metrics on http://%s/", where)
+        return partial(web.serve_web, listeners, self, token)
+
+    async def look(self) -> None:
+        """Someone looks at the figures: fresh CPU/memory samples for a while."""
+        await self.sampler.look()
+
+    async def metrics_text(self) -> str:
+        """The Prometheus text exposition of every bot and the manager."""
+        await self.look()
+        manager = await trio.to_thread.run_sync(read_manager_usage)
+        bots = []
+        for name, runner in self.runners.items():
+            usage = self.sampler.tracker.figures.get(name) if runner.pid else None
+            bots.append(
+                metrics.bot_metrics(
+                    name,
+                    state=str(runner.state),
+                    pid=runner.pid,
+                    record=self.records[name],
+                    counters=self.counters,
+                    usage=usage,
+                    cpu_seconds=self.sampler.tracker.cpu_seconds(name),
+                    line_counts=self.sink.lines_total,
+                    start_time=runner.started_at,
+                )
+            )
+        return metrics.render(bots, manager, _version())
+
+    def log_path(self, name: str) -> Path | None:
+        """The output log of a configured bot (None for an unknown name)."""
+        bot = self.config.bots.get(name)
+        return None if bot is None else self.config.settings.log_directory / f"{bot.name}.log"
+
+    def add_change_listener(self, listener: Callable[[], None]) -> None:
+        """Call *listener* after every transition and every CPU/memory sample."""
+        self.counters.listeners.append(listener)
+        self.sampler.listeners.append(lambda _figures: listener())
+
+
+@functools.cache
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("trio-orch")
+    except PackageNotFoundError:
+        return ""
 
 
 async def _run_cancellable(
@@ -626,10 +706,13 @@ async def _run_cancellable(
     return result
 
 
-def _setup_logging(log_directory: Path, sink: OutputSink) -> list[logging.Handler]:
-    os.makedirs(log_directory, exist_ok=True)
-    file_handler = logging.FileHandler(log_directory / "bot_manager.log", encoding="utf-8")
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+def _setup_logging(settings: GlobalSettings, sink: OutputSink) -> list[logging.Handler]:
+    """Manager events to ``bot_manager.log`` (through the sink's log files: rotation,
+    disk full, reopen) and to the console. Raises: OSError if the log cannot be opened."""
+    log_file = sink.log_files.get("bot_manager", settings)
+    log_file.open()
+    file_handler = LogFileHandler(log_file)
+    file_handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     console_handler = ConsoleLogHandler(sink)
     # A record logged with extra={"console": False} goes to the file only: the config
     # warnings, which the CLI has printed already.
@@ -646,8 +729,10 @@ def _setup_logging(log_directory: Path, sink: OutputSink) -> list[logging.Handle
     return handlers
 
 
-def run_manager(config: Config, paths: Paths, color_mode: str) -> int:
+def run_manager(config: Config, paths: Paths, color_mode: str, timestamps: bool = False) -> int:
     """``trio-orch start_all``: own the db, run until a signal, exit 0.
+
+    *timestamps* puts a timestamp before each bot line on the console too.
 
     Start-up (the lock, the db, the log directory) happens here, before trio runs, so its
     errors reach the CLI as plain exceptions.
@@ -663,11 +748,13 @@ def run_manager(config: Config, paths: Paths, color_mode: str) -> int:
         store = StateStore(paths.db)
         stack.callback(store.close)
         stored = store.load_all()
-        printer = Printer(color=should_color(color_mode, sys.stdout, os.environ))
+        printer = Printer(
+            color=should_color(color_mode, sys.stdout, os.environ), timestamps=timestamps
+        )
         log_files = LogFiles(config.settings.log_directory)
         sink = OutputSink(printer, log_files, sys.stdout.buffer, sys.stderr.buffer)
         try:
-            handlers = _setup_logging(config.settings.log_directory, sink)
+            handlers = _setup_logging(config.settings, sink)
         except OSError as exc:
             raise StateError(
                 f"cannot write logs in {config.settings.log_directory}: {exc.strerror}"

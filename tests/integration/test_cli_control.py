@@ -375,6 +375,9 @@ def test_command_file_survives_a_manager_restart(setup, manager_factory):
     with commands.open("a") as handle:
         handle.write("stop Ghost1\nrestart Alpha\n")
     wait_for(lambda: bots_of(manager.socket)["Alpha"]["start_count"] == 2, message="restart")
+    # The restart is done (and its line recorded as executed) once it is logged; a stop
+    # before that interrupts the command, and the next manager rightly runs it again.
+    wait_for(lambda: "command 'restart Alpha' from command file" in log.read_text())
     assert manager.stop() == 0
     second = manager_factory(config).wait_ready()
     wait_state(second.socket, "Alpha", "running")

@@ -72,7 +72,8 @@ def test_prefixed_output_logs_shutdown_and_restore(two_bots, manager_factory, tm
     # Per-bot logs and the manager log.
     assert "[Alpha] tick 0" in (tmp_path / "logs" / "Alpha.log").read_text()
     manager_log = (tmp_path / "logs" / "bot_manager.log").read_text()
-    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO Alpha running", manager_log, re.M)
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d"  # ISO 8601, local
+    assert re.search(rf"^{stamp} INFO Alpha running", manager_log, re.M)
 
     after = bots_by_name(two_bots)
     assert listing(two_bots)["manager"] == "not running"
