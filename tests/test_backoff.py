@@ -9,7 +9,8 @@ import signal
 
 import pytest
 import trio
-from test_runner import FakeBot, make_runner
+from fakes import FakeBot
+from test_runner import make_runner
 
 from trio_orchestrator.backoff import RestartBudget
 from trio_orchestrator.runner import BotState

@@ -10,8 +10,8 @@ import os
 
 import pytest
 import trio
+from fakes import channel_output
 from helpers import make_config, write_bot
-from test_runner import channel_output
 
 from trio_orchestrator.procfs import group_rss_bytes
 from trio_orchestrator.runner import BotRunner, BotState

@@ -477,7 +477,10 @@ class Supervisor:
             protected_dirs=(_PACKAGE_ROOT, self.config.directory),
             timeout=self.config.settings.git_timeout,
         )
-        result = await _run_cancellable(update)
+        return await _run_cancellable(update, partial(self._record_update, bot))
+
+    async def _record_update(self, bot: BotConfig, result: gitupdate.UpdateResult) -> None:
+        """Log and save an update's outcome, and fire the on_update hook."""
         log = LOGGER.warning if result.outcome in ("failed", "skipped") else LOGGER.info
         log("%s git update: %s", bot.name, result.message)
         changes: dict[str, Any] = {}
@@ -497,7 +500,6 @@ class Supervisor:
                 "update", bot.name, result.message, None, result.new_commit, result.old_commit
             )
             self._hooks.fire(bot.hooks, event)
-        return result
 
     # ----- rollback (issue 13.5) -----
 
@@ -549,7 +551,12 @@ class Supervisor:
             protected_dirs=(_PACKAGE_ROOT, self.config.directory),
             timeout=self.config.settings.git_timeout,
         )
-        result = await _run_cancellable(rollback)
+        result = await _run_cancellable(rollback, partial(self._record_rollback, bot, why))
+        return result.outcome == "rolled-back"
+
+    async def _record_rollback(
+        self, bot: BotConfig, why: str, result: gitupdate.UpdateResult
+    ) -> None:
         ok = result.outcome == "rolled-back"
         message = f"{result.message} because {why}" if ok else f"rollback {result.message}"
         (LOGGER.warning if ok else LOGGER.error)("%s %s", bot.name, message)
@@ -559,16 +566,12 @@ class Supervisor:
             self._bad_commits[bot.name] = result.old_commit
             changes.update(update_commit=result.new_commit, update_previous_commit=None)
         record = self.records[bot.name] = attrs.evolve(self.records[bot.name], **changes)
-        try:
-            await self._writer.commit(Write(record, "rollback", message))
-        except StateError as exc:
-            LOGGER.warning("%s rollback not saved: %s", bot.name, exc)
+        await self._save(Write(record, "rollback", message))
         if ok:
             event = HookEvent(
                 "rollback", bot.name, message, None, result.new_commit, result.old_commit
             )
             self._hooks.fire(bot.hooks, event)
-        return ok
 
     # ----- commands -----
 
@@ -807,15 +810,17 @@ def _version() -> str:
 
 
 async def _run_cancellable(
-    update: Callable[..., gitupdate.UpdateResult],
+    work: Callable[..., gitupdate.UpdateResult],
+    record: Callable[[gitupdate.UpdateResult], Awaitable[None]],
 ) -> gitupdate.UpdateResult:
-    """Run *update* in a worker thread; on cancellation, ask it to stop and wait for it.
+    """Run git *work* in a worker thread, then await *record* with its result.
 
     Not abandoned: git has side effects on the checkout, so we wait for the thread, but
-    the cancel event makes it kill its git command at once instead of running on until
-    ``git_timeout``.
+    on cancellation the cancel event makes it kill its git command at once instead of
+    running on until ``git_timeout``.
 
-    **Cancellation:** returns within a fraction of a second (the update ends "failed").
+    **Cancellation:** the work ends within a fraction of a second ("failed: cancelled"),
+    its outcome is still recorded (shielded), then ``Cancelled`` goes on.
     """
     cancel = threading.Event()
 
@@ -827,7 +832,9 @@ async def _run_cancellable(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(cancel_when_cancelled)
-        result = await trio.to_thread.run_sync(partial(update, cancel=cancel))
+        with trio.CancelScope(shield=True):
+            result = await trio.to_thread.run_sync(partial(work, cancel=cancel))
+            await record(result)
         nursery.cancel_scope.cancel()
     return result
 

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+from gitrepo import Remote
 from helpers import cli, pid_alive, processes_with, wait_for, write_bot, write_config
-from test_git_manager import Remote, git_bot
+from test_git_manager import BOT_CODE, git_bot
 
 from trio_orchestrator.procfs import proc_stat_fields
 
@@ -184,7 +185,8 @@ def test_failed_update_is_rolled_back_to_the_previous_commit(
     tmp_path: Path, manager_factory
 ) -> None:
     env = git_env(tmp_path)
-    remote = Remote(tmp_path / "remote", env)
+    files = {"main.py": BOT_CODE, "VERSION": "v1\n"}
+    remote = Remote.create(tmp_path / "remote", files, env=env, message="v1")
     bot_dir = remote.clone(tmp_path / "bot")
     good = remote.git(bot_dir, "rev-parse", "HEAD")
     (tmp_path / "record.py").write_text(RECORDER)
@@ -205,7 +207,7 @@ def test_failed_update_is_rolled_back_to_the_previous_commit(
     manager = manager_factory(config, env=env).wait_ready()
     wait_for(lambda: "[Git] version v1" in manager.output(), message="v1 running")
 
-    bad = remote.commit("v2", {"main.py": BROKEN_BOT})
+    bad = remote.commit({"main.py": BROKEN_BOT}, "v2")
     completed = cli(config, "update", "Git", env=env, timeout=30)
     assert completed.returncode == 0, completed.stderr
 
