@@ -46,6 +46,8 @@ TOKEN = f"orchbench{uuid.uuid4().hex[:10]}"  # in every command line we start
 BOT_MARK = f"{TOKEN}:bot"  # only in the command lines of bots (and their children)
 FILL = (string.ascii_letters + string.digits)[:61]  # pads a flood line to 80 bytes
 POLL_INTERVAL_DEFAULT = 2.0  # trio-orch's default command_poll_interval (SPEC 3)
+# Extra global_settings for trio-orch (e.g. metrics_listen), from --trio-orch-setting.
+TRIO_ORCH_EXTRA_SETTINGS: dict[str, object] = {}
 
 
 @dataclass(frozen=True)
@@ -515,6 +517,7 @@ class TrioOrch(System):
         # No rotation, like supervisord's stdout_logfile_maxbytes=0: the sink checks read
         # logs/<Name>.log only.
         settings = {"log_directory": "logs", "stop_timeout": fleet.stop_timeout, "log_max_bytes": 0}
+        settings |= TRIO_ORCH_EXTRA_SETTINGS  # --trio-orch-setting KEY=VALUE
         if fleet.crash_restart:
             bot |= {"restart": "always", "restart_delay": 0, "max_restart_attempts": 1_000_000}
             settings |= {"restart_delay": 0, "max_restart_attempts": 1_000_000}
@@ -1325,6 +1328,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", help="comma-separated scenario ids, e.g. S1,S7 (default all)")
     parser.add_argument("--systems", help="comma-separated system names (default all)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir for inspection")
+    parser.add_argument(
+        "--trio-orch-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra global_settings for trio-orch, VALUE as JSON or text "
+        "(e.g. metrics_listen=127.0.0.1:0)",
+    )
     parser.add_argument("--render", type=Path, help="only print the table of a results file")
     return parser.parse_args(argv)
 
@@ -1409,6 +1420,12 @@ def write_report(path: Path, report: dict, p: Params) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    for item in args.trio_orch_setting:
+        key, _, value = item.partition("=")
+        try:
+            TRIO_ORCH_EXTRA_SETTINGS[key] = json.loads(value)
+        except ValueError:
+            TRIO_ORCH_EXTRA_SETTINGS[key] = value
     if args.render:
         report = json.loads(args.render.read_text())
         print(render_table(report["results"], Params(**report["meta"]["params"]))[0])

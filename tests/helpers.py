@@ -1,20 +1,52 @@
-"""Shared test helpers: throwaway bots, configs and a CLI runner."""
+"""Shared test helpers: throwaway bots, configs, a CLI runner, and ways to look at a
+manager (its socket, its db, its log) and at processes (/proc)."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
+import trio
 import yaml
 
+from trio_orchestrator.client import request, socket_address
 from trio_orchestrator.config import Config
 from trio_orchestrator.procfs import proc_stat_fields
 
 CLI = [sys.executable, "-m", "trio_orchestrator"]
+
+# ----- bots (one copy of each) -----
+
+# Prints "up" and its arguments (a test's marker, found later in /proc), then idles.
+SLEEPER = """
+import sys, time
+print("up", *sys.argv[1:], flush=True)
+while True:
+    time.sleep(1)
+"""
+
+# A line every 0.2 s; says goodbye and exits 0 on SIGTERM.
+TICKER = """
+import itertools, signal, sys, time
+signal.signal(signal.SIGTERM, lambda *a: (print("goodbye", flush=True), sys.exit(0)))
+for i in itertools.count():
+    print(f"tick {i}", flush=True)
+    time.sleep(0.2)
+"""
+
+# Only SIGKILL ends it.
+IGNORES_SIGTERM = """
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("stubborn up", flush=True)
+while True:
+    time.sleep(1)
+"""
 
 
 def write_bot(directory: Path, code: str, name: str = "main.py") -> Path:
@@ -31,6 +63,14 @@ def write_config(path: Path, bots: dict, **settings) -> Path:
     return path
 
 
+def bot_entry(directory: Path, *args: str, **settings) -> dict:
+    """A bot's config entry: ``main.py`` in *directory*, with *args* (often a marker)."""
+    entry = {"script": "main.py", "directory": str(directory), **settings}
+    if args:
+        entry["args"] = list(args)
+    return entry
+
+
 def make_config(tmp_path: Path, bots: dict, **settings) -> Config:
     document = {"bots": bots, "global_settings": {"log_directory": "logs", **settings}}
     return Config.from_mapping(document, tmp_path / "bot_config.yaml")
@@ -45,6 +85,56 @@ def cli(config: Path, *args: str, timeout: float = 60, env: dict | None = None):
         timeout=timeout,
         env=env,
     )
+
+
+# ----- a manager, by its config file -----
+
+
+def ask(config_or_socket: Path, message: dict, timeout: float = 60) -> dict:
+    """One request to the manager: at a socket path, or beside a config file."""
+    path = config_or_socket
+    if path.suffix in (".yaml", ".yml"):
+        path = path.parent / ".trio-orch.sock"
+    with socket_address(path) as address:
+        return request(address, message, timeout=timeout)
+
+
+def bots_of(config_or_socket: Path) -> dict[str, dict]:
+    """The running manager's ``list``, by bot name."""
+    return {info["name"]: info for info in ask(config_or_socket, {"command": "list"})["bots"]}
+
+
+def _read_db(config: Path, query: str, parameters=()) -> list[sqlite3.Row]:
+    db = sqlite3.connect(f"file:{config.parent / 'bot_states.db'}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    try:
+        return db.execute(query, parameters).fetchall()
+    finally:
+        db.close()
+
+
+def db_rows(config: Path) -> dict[str, dict]:
+    """Every row of ``bot_states`` in the db beside *config*, by bot name."""
+    return {row["bot_name"]: dict(row) for row in _read_db(config, "SELECT * FROM bot_states")}
+
+
+def history(config: Path, name: str) -> list[tuple[str, str]]:
+    """The bot's history events, oldest first: ``(event, detail or "")``."""
+    query = "SELECT event, detail FROM bot_history WHERE bot_name = ? ORDER BY id"
+    return [(row["event"], row["detail"] or "") for row in _read_db(config, query, (name,))]
+
+
+def history_count(config: Path, name: str, event: str) -> int:
+    return sum(1 for seen, _ in history(config, name) if seen == event)
+
+
+def manager_log(config: Path) -> str:
+    """``logs/bot_manager.log`` beside *config* ("" before it exists)."""
+    path = config.parent / "logs" / "bot_manager.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+# ----- processes -----
 
 
 def pid_alive(pid: int) -> bool:
@@ -80,6 +170,20 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05, message: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
         time.sleep(interval)
+
+
+async def until(predicate, interval: float = 0.01):
+    """Poll *predicate* until it returns a truthy value (returned); the caller bounds the
+    wait with ``trio.fail_after``."""
+    while not (value := predicate()):
+        await trio.sleep(interval)
+    return value
+
+
+def state_letter(pid: int) -> bytes | None:
+    """The process's state in /proc (b"S", b"R", b"T" stopped, b"Z"), None once gone."""
+    fields = proc_stat_fields(pid)
+    return None if fields is None else fields[0]
 
 
 def group_members(pgid: int) -> list[int]:

@@ -17,9 +17,10 @@ import tracemalloc
 
 import pytest
 import trio
+from helpers import until
 
 from trio_orchestrator import commandfile
-from trio_orchestrator.commandfile import HEADER, CommandFile
+from trio_orchestrator.commandfile import HEADER, SETTLE_SECONDS, CommandFile
 from trio_orchestrator.commands import MAX_COMMAND_LENGTH, Command
 
 WARNING = "trio_orchestrator.commandfile"
@@ -41,16 +42,17 @@ def recorder() -> Recorder:
 
 
 @pytest.fixture
-def command_file(tmp_path, recorder):
-    command_file = CommandFile(tmp_path / "bot_commands.txt", recorder)
-    yield command_file
-    command_file.close()
+def settle():
+    """The command file's settle time; a test overrides it with
+    ``@pytest.mark.parametrize("settle", [seconds])``."""
+    return SETTLE_SECONDS
 
 
 @pytest.fixture
-def settle_now(monkeypatch):
-    """The processing file is finished on the poll after it was last seen changing."""
-    monkeypatch.setattr(commandfile, "SETTLE_SECONDS", 0.0)
+def command_file(tmp_path, recorder, settle):
+    command_file = CommandFile(tmp_path / "bot_commands.txt", recorder, settle=settle)
+    yield command_file
+    command_file.close()
 
 
 def append(path, text: str | bytes) -> None:
@@ -103,7 +105,8 @@ async def test_file_created_by_a_writer_without_header(command_file, recorder):
     assert command_file.path.read_bytes() == HEADER
 
 
-async def test_commands_run_in_order_and_files_are_cleaned_up(command_file, recorder, settle_now):
+@pytest.mark.parametrize("settle", [0.0])  # finished on the poll after the last change
+async def test_commands_run_in_order_and_files_are_cleaned_up(command_file, recorder):
     await command_file.poll()
     append(command_file.path, "start A\nstop B\nrestart C\npause D\nresume E\nupdate F\n")
     append(command_file.path, "status_all\nstatus_all dummy\n")
@@ -141,13 +144,11 @@ async def test_bad_lines_are_reported_and_later_lines_still_run(command_file, re
     assert "'frobnicate A'" in warnings[0]
     assert "unknown action" in warnings[0]
     assert "'stop'" in warnings[1]
-    assert "'status A B'" in warnings[2]
+    assert "'status A B'" in warnings[2]  # `restart A B` is valid since issue 12.2
 
 
-async def test_unterminated_last_line_runs_once_the_file_has_settled(
-    command_file, recorder, monkeypatch
-):
-    monkeypatch.setattr(commandfile, "SETTLE_SECONDS", 0.3)
+@pytest.mark.parametrize("settle", [0.3])
+async def test_unterminated_last_line_runs_once_the_file_has_settled(command_file, recorder):
     append(command_file.path, "start A\nstart B")  # `printf` without a newline
     await command_file.poll()
     assert recorder.commands == ["start A"]
@@ -177,10 +178,8 @@ async def test_writer_that_opened_before_the_rename_is_not_lost(command_file, re
     assert recorder.commands == ["start A", "start B", "start C"]
 
 
-async def test_stalled_writer_within_the_settle_time_is_not_lost(
-    command_file, recorder, monkeypatch
-):
-    monkeypatch.setattr(commandfile, "SETTLE_SECONDS", 0.5)
+@pytest.mark.parametrize("settle", [0.5])
+async def test_stalled_writer_within_the_settle_time_is_not_lost(command_file, recorder):
     append(command_file.path, "start A\n")
     stalled = open(command_file.path, "ab")  # noqa: SIM115
     # Many polls (a short poll interval) pass while the writer is stalled.
@@ -354,12 +353,10 @@ async def test_missing_directory_warns_and_recovers(tmp_path, recorder, caplog):
             await trio.sleep(0.05)
             (tmp_path / "later").mkdir()
             with trio.fail_after(5):
-                while not command_file.path.exists():
-                    await trio.sleep(0.01)
+                await until(command_file.path.exists)
             append(command_file.path, "start A\n")
             with trio.fail_after(5):
-                while not recorder.commands:
-                    await trio.sleep(0.01)
+                await until(lambda: recorder.commands)
             nursery.cancel_scope.cancel()
     assert recorder.commands == ["start A"]
     assert len(warnings_of(caplog)) == 1
@@ -443,14 +440,12 @@ def numbered(commands: list[str], prefix: str) -> list[int]:
     return [int(c.rsplit("-", 1)[1]) for c in commands if c.startswith(f"start {prefix}-")]
 
 
-async def test_concurrent_writers_every_command_exactly_once_in_order(
-    command_file, recorder, monkeypatch
-):
+@pytest.mark.parametrize("settle", [1.0])
+async def test_concurrent_writers_every_command_exactly_once_in_order(command_file, recorder):
     """Two processes keep appending (no lock) while we poll every 5 ms."""
     # Several renames during the run. Not shorter: a writer descheduled for longer than
     # this between its open() and its write() (a loaded CI machine) would lose its line,
     # which is the documented limit of lock-free appends (2 s in production).
-    monkeypatch.setattr(commandfile, "SETTLE_SECONDS", 1.0)
     count = 2500
     writers = ["W0", "W1"]
     async with trio.open_nursery() as nursery:
@@ -462,8 +457,7 @@ async def test_concurrent_writers_every_command_exactly_once_in_order(
                         trio.run_process,
                         [sys.executable, "-c", WRITER, str(command_file.path), prefix, str(count)],
                     )
-            while len(recorder.commands) < count * len(writers):
-                await trio.sleep(0.01)
+            await until(lambda: len(recorder.commands) >= count * len(writers))
             await trio.sleep(0.3)  # nothing more arrives
         nursery.cancel_scope.cancel()
     assert len(recorder.commands) == count * len(writers)

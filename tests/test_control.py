@@ -10,11 +10,12 @@ import os
 import socket
 import stat
 import threading
+from functools import partial
 
 import pytest
 import trio
+from helpers import until
 
-from trio_orchestrator import control
 from trio_orchestrator.client import (
     MAX_REQUEST_BYTES,
     MAX_SOCKET_PATH,
@@ -23,7 +24,12 @@ from trio_orchestrator.client import (
     socket_address,
 )
 from trio_orchestrator.commands import Action, BadCommand, Command
-from trio_orchestrator.control import bind_control_socket, parse_request, serve_control
+from trio_orchestrator.control import (
+    REQUEST_TIMEOUT,
+    bind_control_socket,
+    parse_request,
+    serve_control,
+)
 from trio_orchestrator.errors import (
     EXIT_USAGE,
     ManagerNotRunning,
@@ -51,12 +57,21 @@ def socket_path(tmp_path):
 
 
 @pytest.fixture
-async def server(socket_path):
+def request_timeout():
+    """The server's request timeout; a test overrides it with
+    ``@pytest.mark.parametrize("request_timeout", [seconds])``."""
+    return REQUEST_TIMEOUT
+
+
+@pytest.fixture
+async def server(socket_path, request_timeout):
     """A control server on *socket_path*; yields its handler."""
     handler = Handler()
     listener = await bind_control_socket(socket_path)
     async with trio.open_nursery() as nursery:
-        await nursery.start(serve_control, listener, handler)
+        await nursery.start(
+            partial(serve_control, listener, handler, request_timeout=request_timeout)
+        )
         yield handler
         nursery.cancel_scope.cancel()
 
@@ -95,8 +110,7 @@ def connection_tasks() -> int:
 
 async def no_connection_tasks_left() -> None:
     with trio.fail_after(2):
-        while connection_tasks():
-            await trio.sleep(0.01)
+        await until(lambda: not connection_tasks())
 
 
 # ----- binding -----
@@ -278,8 +292,8 @@ async def test_request_without_newline_then_eof_is_still_answered(socket_path, s
     assert json.loads(raw)["message"] == "list"
 
 
-async def test_silent_client_times_out(socket_path, server, monkeypatch):
-    monkeypatch.setattr(control, "REQUEST_TIMEOUT", 0.3)
+@pytest.mark.parametrize("request_timeout", [0.3])
+async def test_silent_client_times_out(socket_path, server):
     with trio.fail_after(5):
         start = trio.current_time()
         raw = await raw_exchange(socket_path, b'{"command": "list"')  # never a newline
@@ -292,8 +306,8 @@ async def test_silent_client_times_out(socket_path, server, monkeypatch):
     assert server.commands == []
 
 
-async def test_silent_client_does_not_block_others(socket_path, server, monkeypatch):
-    monkeypatch.setattr(control, "REQUEST_TIMEOUT", 2.0)
+@pytest.mark.parametrize("request_timeout", [2.0])
+async def test_silent_client_does_not_block_others(socket_path, server):
     with socket_address(socket_path) as address:
         silent = await trio.open_unix_socket(address)
     async with silent:
@@ -301,8 +315,7 @@ async def test_silent_client_does_not_block_others(socket_path, server, monkeypa
             reply = await ask(socket_path, {"command": "status", "name": "A"})
         assert reply["ok"] is True
         with trio.fail_after(1):  # only the silent one stays, waiting for its timeout
-            while connection_tasks() != 1:
-                await trio.sleep(0.01)
+            await until(lambda: connection_tasks() == 1)
 
 
 async def test_hundred_concurrent_clients_all_answered(socket_path, server):

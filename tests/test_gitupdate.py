@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
-import attrs
 import pytest
+from gitrepo import Remote, git, isolated_git_env
+from helpers import pid_alive
 
 from trio_orchestrator.config import BotConfig, Config
-from trio_orchestrator.gitupdate import UpdateResult, current_commit, update_checkout
+from trio_orchestrator.gitupdate import (
+    UpdateResult,
+    current_commit,
+    rollback_checkout,
+    update_checkout,
+)
 
 pytestmark = [
     pytest.mark.git,
@@ -20,63 +25,17 @@ pytestmark = [
 ]
 
 
-def git(cwd: Path, *args: str) -> str:
-    completed = subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True)
-    return completed.stdout.strip()
-
-
-@attrs.define
-class Remote:
-    """A bare repository used as origin, and a working clone that pushes to it."""
-
-    bare: Path
-    seed: Path
-    branch: str
-
-    @property
-    def url(self) -> str:
-        return str(self.bare)
-
-    def commit(self, files: dict[str, str], message: str = "change") -> str:
-        for name, text in files.items():
-            path = self.seed / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        git(self.seed, "add", "--all")
-        git(self.seed, "commit", "--quiet", "-m", message)
-        git(self.seed, "push", "--quiet", "origin", self.branch)
-        return git(self.seed, "rev-parse", "HEAD")
-
-    def clone(self, destination: Path) -> Path:
-        git(destination.parent, "clone", "--quiet", self.url, str(destination))
-        return destination
-
-
 @pytest.fixture(autouse=True)
 def git_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Isolate git from the user's and system's configuration, and give it an identity."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    for role in ("AUTHOR", "COMMITTER"):
-        monkeypatch.setenv(f"GIT_{role}_NAME", "Test")
-        monkeypatch.setenv(f"GIT_{role}_EMAIL", "test@example.invalid")
+    for name, value in isolated_git_env(tmp_path / "home").items():
+        monkeypatch.setenv(name, value)
     for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_SSH_COMMAND", "GIT_SSH"):
         monkeypatch.delenv(name, raising=False)
 
 
 def make_remote(root: Path, branch: str = "main", files: dict[str, str] | None = None) -> Remote:
-    root.mkdir(parents=True, exist_ok=True)
-    bare = root / "origin.git"
-    git(root, "init", "--quiet", "--bare", "-b", branch, str(bare))
-    seed = root / "seed"
-    git(root, "init", "--quiet", "-b", branch, str(seed))
-    git(seed, "remote", "add", "origin", str(bare))
-    remote = Remote(bare, seed, branch)
-    remote.commit(files or {"main.py": "print('v1')\n"}, "initial")
-    return remote
+    return Remote.create(root, files or {"main.py": "print('v1')\n"}, branch)
 
 
 @pytest.fixture
@@ -400,15 +359,6 @@ def test_missing_git_executable_fails_cleanly(
     assert current_commit(bot_dir) is None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    # A killed orphan may linger as a zombie until init reaps it; it runs nothing.
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
-
-
 def test_hanging_remote_times_out_and_kills_its_helpers(
     tmp_path: Path, remote: Remote, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -435,9 +385,9 @@ def test_hanging_remote_times_out_and_kills_its_helpers(
     started = [int(line) for line in pids.read_text().split()]
     assert started
     deadline = time.monotonic() + 2
-    while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
+    while any(pid_alive(pid) for pid in started) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not [pid for pid in started if _alive(pid)]
+    assert not [pid for pid in started if pid_alive(pid)]
 
 
 def test_current_commit(tmp_path: Path, remote: Remote) -> None:
@@ -451,3 +401,32 @@ def test_current_commit(tmp_path: Path, remote: Remote) -> None:
     (bot_dir / "nested").mkdir()
     assert current_commit(bot_dir / "nested") is None
     assert current_commit(plain / "sub") is None
+
+
+# ----- rollback (issue 13.5) -----
+
+
+def test_rollback_resets_to_the_previous_commit_keeping_preserved_files(
+    tmp_path: Path, remote: Remote
+) -> None:
+    bot_dir = remote.clone(tmp_path / "bot")
+    good = head(bot_dir)
+    bad = remote.commit({"main.py": "raise SystemExit(1)\n"})
+    bot = make_bot(tmp_path, bot_dir, remote.url, preserve_files=[".env"])
+    assert update_checkout(bot).new_commit == bad
+    (bot_dir / ".env").write_text("TOKEN=1\n")
+
+    result = rollback_checkout(bot, good)
+
+    assert result == UpdateResult("rolled-back", f"rolled back {bad[:7]} -> {good[:7]}", bad, good)
+    assert head(bot_dir) == good
+    assert (bot_dir / "main.py").read_text() == "print('v1')\n"
+    assert (bot_dir / ".env").read_text() == "TOKEN=1\n"
+
+
+def test_rollback_to_an_unknown_commit_fails(tmp_path: Path, remote: Remote) -> None:
+    bot_dir = remote.clone(tmp_path / "bot")
+    sha = head(bot_dir)
+    result = rollback_checkout(make_bot(tmp_path, bot_dir, remote.url), "0" * 40)
+    assert result.outcome == "failed" and result.message.startswith("failed: git cat-file")
+    assert head(bot_dir) == sha

@@ -4,82 +4,15 @@ then the real thing: process groups, signals, pause, grandchildren."""
 from __future__ import annotations
 
 import itertools
-import math
 import signal
 
 import pytest
 import trio
-from helpers import group_members, make_config, pid_alive, write_bot
+from fakes import FakeBot, channel_output, no_group
+from helpers import group_members, make_config, pid_alive, state_letter, until, write_bot
 
 from trio_orchestrator.errors import ActionFailed
 from trio_orchestrator.runner import BotRunner, BotState
-
-
-class EmptyStream:
-    async def receive_some(self, max_bytes=None):
-        return b""
-
-    async def aclose(self):
-        pass
-
-    async def __aenter__(self):
-        return self
-
-    async def __aexit__(self, *exc):
-        pass
-
-
-class FakeProcess:
-    def __init__(self, pid):
-        self.pid = pid
-        self.returncode = None
-        self.stdout = EmptyStream()
-        self.stderr = EmptyStream()
-        self._exited = trio.Event()
-
-    async def wait(self):
-        await self._exited.wait()
-        return self.returncode
-
-
-class FakeBot:
-    """Plays a scripted list of runs: (seconds until exit, exit code)."""
-
-    def __init__(self, runs):
-        self.runs = list(runs)
-        self.starts: list[float] = []
-        self.pids = itertools.count(10_000)
-
-    async def spawn(self, argv, *, task_status, deliver_cancel, **options):
-        assert options["start_new_session"] is True
-        duration, code = self.runs.pop(0) if self.runs else (math.inf, 0)
-        process = FakeProcess(next(self.pids))
-        self.starts.append(trio.current_time())
-        task_status.started(process)
-        try:
-            await trio.sleep(duration)
-            process.returncode = code
-        except trio.Cancelled:
-            process.returncode = -signal.SIGTERM
-            raise
-        finally:
-            process._exited.set()
-
-
-def no_group(pgid, sig):
-    raise ProcessLookupError
-
-
-def channel_output(send):
-    """A runner output that sends ``(stream, block)`` pairs into a channel."""
-
-    def writer(bot, stream):
-        async def write(block):
-            await send.send((stream, block))
-
-        return write
-
-    return writer
 
 
 def make_runner(tmp_path, fake, **bot_settings):
@@ -111,7 +44,7 @@ def states(transitions):
 
 
 async def test_crash_restarts_after_delay_then_fails(tmp_path, autojump_clock):
-    fake = FakeBot([(1, 1)] * 10)
+    fake = FakeBot([(1, 1)] * 10, first_pid=10_000)
     runner, transitions = make_runner(
         tmp_path, fake, restart_delay=5, max_restart_attempts=3, restart="on-failure"
     )
@@ -298,24 +231,17 @@ async def test_pause_stops_the_group_and_stop_still_works(tmp_path):
         """,
     )
 
-    def state_letter(pid):
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            data = stat.read()
-        return data[data.rindex(b")") + 2 : data.rindex(b")") + 3]
-
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             pid = await started_pid(nursery, runner)
             await lines_until(receive, "up")
             await runner.pause()
             assert runner.state is BotState.PAUSED
-            await trio.sleep(0.2)
-            assert state_letter(pid) == b"T"
+            await until(lambda: state_letter(pid) == b"T")  # SIGSTOP takes a moment
             with pytest.raises(ActionFailed):
                 await runner.pause()
             await runner.resume()
-            await trio.sleep(0.2)
-            assert state_letter(pid) in (b"S", b"R")
+            await until(lambda: state_letter(pid) in (b"S", b"R"))
             await runner.pause()
             await runner.stop()  # a paused bot is continued so it can handle SIGTERM
             assert "bye" in await lines_until(receive, "bye")

@@ -8,8 +8,9 @@ import time
 import attrs
 import pytest
 import trio
+from fakes import FakeBot, channel_output
 from helpers import make_config, write_bot
-from test_runner import FakeBot, channel_output, make_runner
+from test_runner import make_runner
 
 from trio_orchestrator.runner import BotRunner, BotState
 from trio_orchestrator.state import BotRecord

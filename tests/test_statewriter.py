@@ -40,13 +40,15 @@ async def test_writes_queued_together_are_committed_together(tmp_path):
 
 async def test_a_locked_db_is_retried_and_the_caller_waits_for_the_commit(tmp_path):
     path = tmp_path / "s.db"
-    store = StateStore(path)
+    # SQLite's own wait for the lock is short here, so the writer's retries are what
+    # bridge the second the lock is held.
+    store = StateStore(path, busy_timeout_ms=100)
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
     writer = StateWriter(store, trio.CapacityLimiter(1), commit_wait=30)
 
     async def release_later():
-        await trio.sleep(6)  # longer than sqlite's own busy timeout (5 s)
+        await trio.sleep(1)  # ten times sqlite's busy timeout: several retries
         other.execute("COMMIT")
 
     with trio.fail_after(25):

@@ -31,6 +31,7 @@ from trio_orchestrator.errors import (
     OrchestratorError,
     UnknownBotError,
 )
+from trio_orchestrator.units import human_bytes, human_percent
 
 if TYPE_CHECKING:
     from trio_orchestrator.config import BotConfig, Config
@@ -216,9 +217,59 @@ def _parser() -> argparse.ArgumentParser:
         "  source <(trio-orch completion zsh)       # in ~/.zshrc",
     )
     completion.add_argument("shell", choices=SHELLS, help="the shell to complete for")
+    _add_command(
+        commands,
+        "metrics",
+        "print the running manager's Prometheus metrics once",
+        "The text exposition format, as GET /metrics serves it with metrics_listen.",
+    )
     commands.add_parser("_bots")  # hidden: the bot names, for the completion scripts
     _add_ops_parsers(commands)
+    _add_export_parser(commands)
     return parser
+
+
+def _add_export_parser(commands: argparse._SubParsersAction) -> None:
+    """``export systemd|compose|kubernetes TARGET`` (issue 14)."""
+    export = _add_command(
+        commands,
+        "export",
+        "write the config as systemd units, a compose file or Kubernetes manifests",
+        "systemd DIR: one trio-orch-<Bot>.service per bot and trio-orch.target;\n"
+        "  with --self, DIR/trio-orch.service that runs `trio-orch start_all` at boot.\n"
+        "compose FILE: one service per bot (and Dockerfile.<Bot> beside FILE per Python\n"
+        "  bot unless --image). kubernetes FILE: a Deployment (and an env_file Secret)\n"
+        "  per bot. What a target cannot express is printed as a warning (stderr).\n"
+        "Refuses (exit 1) to overwrite files unless --force.\n\n"
+        "examples: trio-orch export systemd units/ --user bots\n"
+        "          trio-orch export compose compose.yaml\n"
+        "          trio-orch export kubernetes k8s/bots.yaml --image ghcr.io/me/{name}:1.0",
+    )
+    export.add_argument("target", choices=("systemd", "compose", "kubernetes"), help="engine")
+    export.add_argument(
+        "path", metavar="TARGET", type=Path, help="directory (systemd) or file to write"
+    )
+    export.add_argument(
+        "--self",
+        dest="self_unit",
+        action="store_true",
+        help="systemd: one unit running trio-orch start_all instead (default: a unit per bot)",
+    )
+    export.add_argument("--user", metavar="U", help="systemd: User= of the units (default: root)")
+    export.add_argument(
+        "--image",
+        metavar="IMG",
+        help="compose/kubernetes: image of every bot, {name} = bot name in lower case "
+        "(default: build one per Python bot from a generated Dockerfile)",
+    )
+    export.add_argument(
+        "--include-secrets",
+        action="store_true",
+        help="kubernetes: put the env_file values into the Secrets (default: keys only)",
+    )
+    export.add_argument(
+        "--force", action="store_true", help="overwrite existing files (default: refuse)"
+    )
 
 
 def _add_ops_parsers(commands: argparse._SubParsersAction) -> None:
@@ -490,6 +541,74 @@ def cmd_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the export's files (never over existing ones without --force); warnings to
+    stderr, one line each naming the bot and the key."""
+    from trio_orchestrator import export
+
+    misplaced = [
+        option
+        for option, given, target in (
+            ("--self", args.self_unit, "systemd"),
+            ("--user", args.user is not None, "systemd"),
+            ("--image", args.image is not None, "compose or kubernetes"),
+            ("--include-secrets", args.include_secrets, "kubernetes"),
+        )
+        if given and args.target not in target.split(" or ")
+    ]
+    if misplaced:
+        print(f"trio-orch: export {args.target}: {', '.join(misplaced)} not for this target",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    config = _load_config(args)
+    path = args.path.absolute()
+    if args.target == "systemd" and args.self_unit:
+        # Absolute paths: the unit's working directory is not this shell's.
+        argv = [sys.executable, "-m", "trio_orchestrator", "--config", str(config.path)]
+        for option in ("db", "commands", "socket"):
+            if getattr(args, option) is not None:
+                argv += [f"--{option}", str(getattr(args, option).absolute())]
+        argv.append("start_all")
+        result = export.export_systemd_self(config, path, user=args.user, command=argv)
+    elif args.target == "systemd":
+        result = export.export_systemd(config, path, user=args.user)
+    elif args.target == "compose":
+        result = export.export_compose(config, path, image=args.image)
+    else:
+        result = export.export_kubernetes(
+            config, path, image=args.image, include_secrets=args.include_secrets
+        )
+    # A file that already holds this text is left alone: the compose and Kubernetes
+    # exports share the Dockerfiles when written to one directory.
+    files = {file: text for file, text in result.files.items() if not _holds(file, text)}
+    existing = [str(file) for file in files if file.exists() or file.is_symlink()]
+    if existing and not args.force:
+        raise ActionFailed(
+            f"export: {', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
+            "nothing written (add --force to overwrite)"
+        )
+    for file, text in files.items():
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ActionFailed(f"export: cannot write {file}: {exc.strerror or exc}") from None
+        print(f"wrote {file}")
+    _warn(*(f"export {args.target}: {warning}" for warning in result.warnings))
+    if result.notes:
+        print("next:")
+        for note in result.notes:
+            print(f"  {note}")
+    return EXIT_OK
+
+
+def _holds(file: Path, text: str) -> bool:
+    try:
+        return file.is_file() and file.read_text(encoding="utf-8") == text
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def cmd_completion(args: argparse.Namespace) -> int:
     from trio_orchestrator.completion import script
 
@@ -513,7 +632,7 @@ def _completion_spec() -> dict[str, Any]:
     commands = {"start_all": None, "check": None}
     commands.update(dict.fromkeys(ACTIONS, "bots"))
     commands.update({"status": "bots", "list": None, "status_all": None, "reload": None})
-    commands.update({"history": "bots", "logs": "bots"})
+    commands.update({"history": "bots", "logs": "bots", "export": None})
     commands.update({"init": "directories", "completion": "shells"})
     parser = _parser()
     subparsers = next(
@@ -564,6 +683,15 @@ def _details(bot: dict[str, Any]) -> str:
         ("state", bot["state"]),
         ("pid", bot["pid"]),
         ("uptime", _duration(bot.get("uptime")) if bot.get("uptime") is not None else None),
+        (
+            "cpu",
+            human_percent(bot.get("cpu_percent")) if bot.get("cpu_percent") is not None else None,
+        ),
+        (
+            "memory",
+            human_bytes(bot.get("memory_bytes")) if bot.get("memory_bytes") is not None else None,
+        ),
+        ("processes", bot.get("processes")),
         ("last start", bot.get("last_start_time")),
         ("starts", bot["start_count"]),
         ("restarts", bot["restarts"]),
@@ -575,7 +703,7 @@ def _details(bot: dict[str, Any]) -> str:
         ("description", bot.get("description")),
     ]
     if bot.get("last_exit_reason") is None and bot.get("last_exit_code") is not None:
-        fields[7] = ("last exit", f"code {bot['last_exit_code']}")
+        fields[10] = ("last exit", f"code {bot['last_exit_code']}")
     width = max(len(key) for key, _ in fields) + 1
     return "\n".join(
         f"{key + ':':<{width}} {'-' if value in (None, '') else value}" for key, value in fields
@@ -611,7 +739,10 @@ def _exit_text(code: int | None) -> str:
 
 
 def _table(bots: list[dict[str, Any]]) -> str:
-    header = ("NAME", "STATE", "PID", "UPTIME", "STARTS", "RESTARTS", "LAST EXIT", "DESCRIPTION")
+    header = (
+        *("NAME", "STATE", "PID", "UPTIME", "CPU", "MEM"),
+        *("STARTS", "RESTARTS", "LAST EXIT", "DESCRIPTION"),
+    )
     rows = [header]
     for bot in bots:
         rows.append(
@@ -620,6 +751,8 @@ def _table(bots: list[dict[str, Any]]) -> str:
                 ORPHANED if bot.get("orphaned") else bot["state"],
                 "-" if bot["pid"] is None else str(bot["pid"]),
                 _duration(bot.get("uptime")),
+                human_percent(bot.get("cpu_percent")),
+                human_bytes(bot.get("memory_bytes")),
                 str(bot["start_count"]),
                 str(bot["restarts"]),
                 _exit_text(bot["last_exit_code"]),
@@ -638,6 +771,13 @@ def _table(bots: list[dict[str, Any]]) -> str:
         if bot.get("last_update")
     ]
     return "\n".join(lines + extra)
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    """Print the running manager's metrics (Prometheus text format) once."""
+    reply = _ask_manager(args, {"command": "metrics"})
+    print(reply.get("message", ""), end="", file=sys.stdout if reply.get("ok") else sys.stderr)
+    return int(reply.get("code", 1))
 
 
 def _summary(bots: list[dict[str, Any]]) -> str:
@@ -724,6 +864,8 @@ HANDLERS = {
     **dict.fromkeys(QUERIES, cmd_query),
     "logs": cmd_logs,
     "history": cmd_history,
+    "export": cmd_export,
+    "metrics": cmd_metrics,
 }
 
 

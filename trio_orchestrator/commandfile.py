@@ -190,10 +190,13 @@ class CommandFile:
     Args:
         path: the command file.
         execute: awaited once per command, in file order; must not raise.
+        settle: how long the processing file must stay unchanged before it is finished
+            (:data:`SETTLE_SECONDS`; tests pass shorter times).
     """
 
     path: Path
     execute: Callable[[Command], Awaitable[object]]
+    settle: float = SETTLE_SECONDS
     _warned: str | None = None
     _offsets: dict[int, int] | None = None  # inode -> bytes already executed
     # The processing file's (inode, size) when last seen changing, and when that was.
@@ -328,7 +331,7 @@ class CommandFile:
         if self._seen != (info.st_ino, info.st_size):
             self._seen, self._seen_at = (info.st_ino, info.st_size), now
             return info
-        if now - self._seen_at < SETTLE_SECONDS:
+        if now - self._seen_at < self.settle:
             return info
         await self._drain(self.processing_path, final=True)
         await trio.to_thread.run_sync(_remove, self.processing_path)

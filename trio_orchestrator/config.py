@@ -38,6 +38,7 @@ __all__ = [
     "GlobalSettings",
     "Hooks",
     "RestartPolicy",
+    "dump_yaml",
     "load_config",
     "parse_size",
     "resolve_executable",
@@ -478,6 +479,23 @@ def load_config(path: str | Path) -> Config:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(path, f"YAML syntax error{where}: {problem}") from None
     return Config.from_mapping(data, path)
+
+
+def dump_yaml(*documents: object) -> str:
+    """*documents* as YAML text, ``---`` between them, keys in the order given.
+
+    For ``trio-orch export``: this module stays the only importer of yaml. Strings that
+    YAML would read as something else (``no``, ``"on"``, ``1.0``) are quoted.
+    """
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump_all(
+        documents,
+        Dumper=dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=10_000,
+    )
 
 
 _COMPARISON_RE = re.compile(r"'\w+' must be (>=|>|<=|<) (.+): (.*)")

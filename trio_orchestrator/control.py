@@ -110,6 +110,10 @@ async def bind_control_socket(path: Path) -> trio.SocketListener:
                         raise ManagerRunning(path, None)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)  # stale: its manager is gone
+        # Bound under a temporary name and renamed into place once listening: a client
+        # that sees the path can connect (no window between bind() and listen()).
+        staging = path.with_name(f"{path.name}.{os.getpid()}.new")
+        with socket_address(staging) as address:
             sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
             # The umask makes the socket 0600 from its creation: no window in which another
             # user could connect. The chmod is belt and braces.
@@ -121,8 +125,15 @@ async def bind_control_socket(path: Path) -> trio.SocketListener:
                 raise
             finally:
                 os.umask(old_umask)
-        os.chmod(path, 0o600)
-        sock.listen(128)
+        try:
+            os.chmod(staging, 0o600)
+            sock.listen(128)
+            os.replace(staging, path)
+        except OSError:
+            sock.close()
+            with contextlib.suppress(OSError):
+                os.unlink(staging)
+            raise
     except OSError as exc:
         raise OrchestratorError(
             f"cannot create the control socket {path}: {exc.strerror or exc}"
@@ -134,12 +145,14 @@ async def serve_control(
     listener: trio.SocketListener,
     handler: Callable[[Command], Awaitable[dict[str, Any]]],
     *,
+    request_timeout: float = REQUEST_TIMEOUT,
     handler_nursery: trio.Nursery | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Answer requests on *listener* with *handler* until cancelled.
 
-    Requests run in *handler_nursery* if given (they then outlive this task).
+    A client that sends no complete request within *request_timeout* seconds gets an
+    error reply. Requests run in *handler_nursery* if given (they then outlive this task).
 
     **Cancellation:** closes the listener; requests in progress are cancelled unless
     they run in a *handler_nursery*.
@@ -148,7 +161,7 @@ async def serve_control(
 
     async def serve_one(stream: trio.SocketStream) -> None:
         async with limiter, stream:
-            reply = await _answer(stream, handler)
+            reply = await _answer(stream, handler, request_timeout)
             with trio.move_on_after(REPLY_TIMEOUT):
                 # The client went away? Its loss.
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
@@ -256,10 +269,12 @@ class ControlSocket:
 
 
 async def _answer(
-    stream: trio.SocketStream, handler: Callable[[Command], Awaitable[dict[str, Any]]]
+    stream: trio.SocketStream,
+    handler: Callable[[Command], Awaitable[dict[str, Any]]],
+    request_timeout: float,
 ) -> dict[str, Any]:
     data = b""
-    with trio.move_on_after(REQUEST_TIMEOUT) as timeout:
+    with trio.move_on_after(request_timeout) as timeout:
         try:
             while b"\n" not in data:
                 chunk = await stream.receive_some(MAX_REQUEST_BYTES)
@@ -271,7 +286,7 @@ async def _answer(
         except trio.BrokenResourceError:
             return _error("connection broken")
     if timeout.cancelled_caught:
-        return _error(f"no complete request within {REQUEST_TIMEOUT:g}s")
+        return _error(f"no complete request within {request_timeout:g}s")
     try:
         command = parse_request(data.partition(b"\n")[0])
     except BadCommand as exc:

@@ -27,16 +27,18 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from trio_orchestrator.children import CHILDREN
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from trio_orchestrator.config import BotConfig
 
-__all__ = ["OUTCOMES", "UpdateResult", "current_commit", "update_checkout"]
+__all__ = ["OUTCOMES", "UpdateResult", "current_commit", "rollback_checkout", "update_checkout"]
 
 LOGGER = logging.getLogger(__name__)
 
-OUTCOMES = ("updated", "up-to-date", "bootstrapped", "skipped", "failed")
+OUTCOMES = ("updated", "up-to-date", "bootstrapped", "rolled-back", "skipped", "failed")
 
 # Placed before every subcommand. Hooks and fsmonitor are programs named by the bot's
 # repository; an update must never execute code from the checkout it is updating.
@@ -138,6 +140,52 @@ def update_checkout(
         listed = ", ".join(f"{entry!r} ({reason})" for entry, reason in rejected)
         result = attrs.evolve(result, message=f"{result.message}; rejected preserve_files {listed}")
     return result
+
+
+def rollback_checkout(
+    bot: BotConfig,
+    commit: str,
+    *,
+    protected_dirs: Sequence[Path] = (),
+    timeout: float = 60.0,
+    cancel: threading.Event | None = None,
+) -> UpdateResult:
+    """Hard-reset *bot*'s checkout to *commit* (a rollback, issue 13.5), keeping its
+    ``preserve_files`` entries.
+
+    The same guards as :func:`update_checkout`: protected directories are never touched,
+    hooks never run, git never prompts, one time budget. *commit* must exist in the
+    repository (it was checked out before the update).
+
+    Returns:
+        Outcome ``"rolled-back"`` (``old_commit`` the bad commit, ``new_commit`` *commit*),
+        ``"skipped"`` for a protected directory, ``"failed"`` otherwise; never raises.
+    """
+    directory = bot.directory
+    if not os.path.isdir(directory):
+        return _failed(f"directory {directory} does not exist")
+    protected = _protected_by(directory, protected_dirs)
+    if protected is not None:
+        return _skipped(f"{directory} is or contains protected directory {protected}")
+    if not (directory / ".git").exists():
+        return _failed(f"{directory} is not a git checkout")
+    git = _Git.find(directory, timeout, cancel)
+    if git is None:
+        return _failed("git executable not found")
+    entries, _rejected = _split_preserve_entries(directory, bot.preserve_files)
+    old = None
+    try:
+        old = git.head()
+        git.run("cat-file", "-e", f"{commit}^{{commit}}")
+        backup = _Backup.create(directory, entries)
+        try:
+            git.run("reset", "--hard", "--quiet", commit)
+        finally:
+            backup.restore(bot.name)
+        new = git.head()
+    except (_GitError, OSError) as exc:
+        return _failed(str(exc), old_commit=old)
+    return UpdateResult("rolled-back", f"rolled back {_short(old)} -> {_short(new)}", old, new)
 
 
 def current_commit(directory: Path, *, timeout: float = 10.0) -> str | None:
@@ -375,18 +423,20 @@ class _Git:
         if remaining <= 0:
             raise _GitError(f"git {command} timed out after {self.budget:g}s")
         try:
-            process = subprocess.Popen(
-                [self.executable, *_GIT_OPTIONS, *args],
-                cwd=self.directory,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
-                start_new_session=True,
-            )
+            with CHILDREN.spawning():  # the manager's reaper must leave git to us
+                process = subprocess.Popen(
+                    [self.executable, *_GIT_OPTIONS, *args],
+                    cwd=self.directory,
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    encoding="utf-8",
+                    errors="replace",
+                    start_new_session=True,
+                )
+                CHILDREN.own(process.pid)
         except OSError as exc:
             raise _GitError(f"cannot run git {command}: {exc}") from None
         try:
@@ -394,6 +444,8 @@ class _Git:
         except BaseException:
             _kill_process_group(process)
             raise
+        finally:
+            CHILDREN.release(process.pid)
         if check and process.returncode != 0:
             raise _GitError(f"git {command}: {_error_summary(stderr, process.returncode)}")
         return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from trio_orchestrator import watchdog
+from trio_orchestrator.backoff import RestartBudget
 from trio_orchestrator.envfile import EnvFileError, read_env_file
 from trio_orchestrator.errors import ActionFailed
 from trio_orchestrator.fdlimit import SPARE_FDS, START_FDS, TIGHT_FDS, free_fds
@@ -36,6 +38,7 @@ from trio_orchestrator.procfs import group_has_live_member
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from pathlib import Path
 
     from trio_orchestrator.config import BotConfig
 
@@ -258,6 +261,10 @@ class BotRunner:
         spawn: ``trio.run_process`` or a fake with the same signature, for tests.
         killpg: ``os.killpg`` or a fake, for tests.
         extra_env: variables added to the bot's environment (the supervisor's tags).
+        heartbeat_file: the file the watchdog watches (``heartbeat_timeout``); the runner
+            touches it at each start.
+        after_exit: awaited after each process and its group are gone (the supervisor
+            ends the bot's escaped descendants there); must not raise.
     """
 
     bot: BotConfig
@@ -267,6 +274,9 @@ class BotRunner:
     spawn: Callable[..., Awaitable[Any]] = trio.run_process
     killpg: Callable[[int, int], None] = os.killpg
     extra_env: tuple[tuple[str, str], ...] = ()
+    heartbeat_file: Path | None = None
+    after_exit: Callable[[BotConfig], Awaitable[None]] | None = None
+    watch_interval: float = watchdog.CHECK_INTERVAL
 
     state: BotState = attrs.field(init=False, default=BotState.STOPPED)
     pid: int | None = attrs.field(init=False, default=None)
@@ -276,13 +286,17 @@ class BotRunner:
     # Wall-clock time of the next automatic restart, while in backoff.
     next_restart: float | None = attrs.field(init=False, default=None)
     run_handle: Run | None = attrs.field(init=False, default=None)
-    _consecutive: int = attrs.field(init=False, default=0)
+    _budget: RestartBudget | None = attrs.field(init=False, default=None)
     _started_clock: float = attrs.field(init=False, default=0.0)  # trio clock, for health
     _spawn_error: str = attrs.field(init=False, default="")
     _spawn_short_of_resources: bool = attrs.field(init=False, default=False)
     # The current process's own scope: cancelled to restart it as a failure (hung, memory).
     _process_scope: trio.CancelScope | None = attrs.field(init=False, default=None)
     _process_reason: StopReason | None = attrs.field(init=False, default=None)
+    _process_detail: str = attrs.field(init=False, default="")
+    # Set unless the user paused the bot: a restart delay waits for it (issue 13).
+    _unpaused: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _watchdog: watchdog.Watchdog | None = attrs.field(init=False, default=None)
 
     @property
     def name(self) -> str:
@@ -300,7 +314,7 @@ class BotRunner:
         cancelled, so the db never misses a state the bot went through.
         """
         self.state = transition.state
-        if transition.state is not BotState.BACKOFF:
+        if transition.state not in (BotState.BACKOFF, BotState.FAILED):
             self.next_restart = None
         with trio.CancelScope(shield=True):
             await self.on_transition(self, transition)
@@ -318,7 +332,8 @@ class BotRunner:
         """
         run = self.run_handle = Run()
         self.restarts = 0
-        self._consecutive = 0
+        self._budget = RestartBudget.for_bot(self.bot)
+        self._unpaused.set()
         task_status.started(run)
         final = None
         try:
@@ -341,10 +356,13 @@ class BotRunner:
     async def _supervise(self, run: Run) -> Transition:
         """Run processes until the policy says stop; return the final transition."""
         bot = self.bot
+        budget = self._budget
+        assert budget is not None
         while True:
             exit_code = await self._run_once(run)
             reason = self._end_reason(exit_code)
-            first_attempt = self.restarts == 0 and self._consecutive == 0
+            now = trio.current_time()
+            first_attempt = self.restarts == 0 and budget.count(now) == 0
             if exit_code is None and first_attempt and not self._spawn_short_of_resources:
                 return Transition(BotState.FAILED, reason=reason, message=reason)
             # A process we ended (hung, over memory) failed, whatever its exit code says.
@@ -356,29 +374,46 @@ class BotRunner:
             ):
                 message = f"{reason}; policy {str(bot.restart)!r}: not restarting"
                 return Transition(BotState.EXITED, None, exit_code, reason, message)
-            if self._consecutive >= bot.max_restart_attempts:
-                message = f"{reason}; gave up after {self._consecutive} consecutive restarts"
-                return Transition(BotState.FAILED, None, exit_code, reason, message)
-            self._consecutive += 1
+            if budget.exhausted(now):
+                message = f"{reason}; {budget.gave_up(now)}"
+                failed = Transition(BotState.FAILED, None, exit_code, reason, message)
+                if bot.failed_cooldown is None:
+                    self.next_restart = None
+                    return failed
+                await self._cool_down(failed, bot.failed_cooldown)
+                continue
+            delay = budget.record(now)
             self.restarts += 1
-            delay = bot.restart_delay
             if exit_code is None and self._spawn_short_of_resources:
                 # Out of fds or processes: bots failing together retry apart, so the
                 # ones the limit allows do get to run.
                 delay *= random.uniform(0.5, 1.5)
-            message = (
-                f"{reason}; restart {self._consecutive}/{bot.max_restart_attempts} in {delay:g}s"
-            )
+            message = f"{reason}; restart {budget.describe(now)} in {delay:g}s"
+            if not self._unpaused.is_set():
+                message += " after resume (paused)"
             self.next_restart = time.time() + delay
             await self._report(Transition(BotState.BACKOFF, None, exit_code, reason, message))
             run.first_start.set()
+            await self._unpaused.wait()  # while paused, no restart timer runs
             await trio.sleep(delay)
+
+    async def _cool_down(self, failed: Transition, cooldown: float) -> None:
+        """``failed``, then a fresh start after *cooldown* s (the run goes on, so a stop
+        cancels the wait like any restart delay)."""
+        message = f"{failed.message}; retrying in {cooldown:g}s (failed_cooldown)"
+        self.next_restart = time.time() + cooldown
+        await self._report(attrs.evolve(failed, message=message))
+        await trio.sleep(cooldown)
+        assert self._budget is not None
+        self._budget.reset()
+        self.restarts += 1
 
     def _end_reason(self, exit_code: int | None) -> str:
         if exit_code is None:
             return self._spawn_error
         if self._process_reason is not None:
-            return f"{self._process_reason.words} ({describe_exit(exit_code)})"
+            detail = f": {self._process_detail}" if self._process_detail else ""
+            return f"{self._process_reason.words}{detail} ({describe_exit(exit_code)})"
         return describe_exit(exit_code)
 
     async def _run_once(self, run: Run) -> int | None:
@@ -388,16 +423,19 @@ class BotRunner:
         and raises ``Cancelled`` once it is reaped and its output read.
         """
         self._process_reason = None
+        self._process_detail = ""
         await self._report(Transition(BotState.STARTING))
         if self.before_start is not None:
             await self.before_start(self.bot)
+        await self._prepare_watchdog()
         async with trio.open_nursery() as nursery:
             try:
                 file_env = await self._read_env_file()
                 # Shielded: a stop that arrives during the spawn waits for the pid, then
                 # ends the process; cancelling the spawn itself could leave it unkillable.
-                # A fake spawn (tests) opens no descriptors: no gate, no thread trip.
-                gate = _fd_gate() if self.spawn is trio.run_process else contextlib.nullcontext()
+                # Fakes (tests, with a fake killpg) open no descriptors: no gate, no thread
+                # trip (it would let autojump_clock jump).
+                gate = _fd_gate() if self.killpg is os.killpg else contextlib.nullcontext()
                 with trio.CancelScope(shield=True):
                     async with gate:
                         process = await nursery.start(self._run_process, file_env)
@@ -407,7 +445,7 @@ class BotRunner:
                 else:
                     self._spawn_error = f"cannot start: {(exc.strerror or str(exc)).lower()}"
                 self._spawn_short_of_resources = getattr(exc, "errno", None) in _RESOURCE_ERRNOS
-                if self.restarts or self._consecutive:
+                if self.restarts:
                     LOGGER.warning("%s: %s", self.name, self._spawn_error)
                 if not self._spawn_short_of_resources:
                     run.first_start.set()  # else once the backoff (and its reason) is recorded
@@ -415,12 +453,46 @@ class BotRunner:
             pumps = (trio.CancelScope(shield=True), trio.CancelScope(shield=True))
             nursery.start_soon(self._pump, process.stdout, "stdout", pumps[0])
             nursery.start_soon(self._pump, process.stderr, "stderr", pumps[1])
+            watching = trio.CancelScope()
             try:
                 await self._running(run, process)
+                if self._watchdog is not None:
+                    nursery.start_soon(self._watch, process.pid, self._watchdog, watching)
                 await process.wait()
             finally:
+                watching.cancel()
                 await self._after_exit(run, process, pumps)
         return process.returncode
+
+    async def _prepare_watchdog(self) -> None:
+        """A watchdog for the next process, if the bot has a heartbeat or memory limit;
+        the heartbeat file is touched now, so the grace period starts with the process."""
+        self._watchdog = watchdog.Watchdog.for_bot(self.bot, self.heartbeat_file)
+        if self._watchdog is None:
+            return
+        if self._watchdog.heartbeat_timeout is not None and self.heartbeat_file is not None:
+            try:
+                await trio.to_thread.run_sync(watchdog.touch, self.heartbeat_file)
+            except OSError as exc:
+                LOGGER.warning("%s: cannot create heartbeat file: %s", self.name, exc)
+        self._watchdog.restart_clock()
+
+    async def _watch(self, pgid: int, dog: watchdog.Watchdog, scope: trio.CancelScope) -> None:
+        """Every ``watch_interval`` s, end the process if it is hung or over its memory
+        limit; a paused bot is not checked (its grace restarts on resume).
+
+        **Cancellation:** cancelled through *scope* when the process has ended.
+        """
+        with scope:
+            while True:
+                await trio.sleep(self.watch_interval)
+                if self.state is not BotState.RUNNING:
+                    continue
+                verdict = await trio.to_thread.run_sync(dog.check, pgid)
+                if verdict is not None and self.state is BotState.RUNNING:
+                    LOGGER.warning("%s %s: restarting it", self.name, verdict.detail)
+                    self.end_process(StopReason(verdict.reason), verdict.detail)
+                    return
 
     async def _running(self, run: Run, process: trio.Process) -> None:
         self.pid = process.pid
@@ -446,11 +518,14 @@ class BotRunner:
             )
             for scope in pumps:
                 scope.deadline = trio.current_time() + PUMP_GRACE_SECONDS
+            if self.after_exit is not None:
+                await self.after_exit(self.bot)
         self.pid = None
         self._process_scope = None
         self.last_exit_code = process.returncode
         if trio.current_time() - self._started_clock >= self.bot.healthy_uptime:
-            self._consecutive = 0
+            assert self._budget is not None
+            self._budget.healthy_run()
 
     @property
     def _stop_signal(self) -> int:
@@ -560,12 +635,14 @@ class BotRunner:
         run.stop(reason)
         await run.wait()
 
-    def end_process(self, reason: StopReason) -> bool:
+    def end_process(self, reason: StopReason, detail: str = "") -> bool:
         """End the current process as a failure (hung, over memory); the policy decides
-        whether it comes back. Returns False if no process is running."""
+        whether it comes back. *detail* joins the reason in the exit record. Returns
+        False if no process is running."""
         if self._process_scope is None or self.pid is None:
             return False
         self._process_reason = reason
+        self._process_detail = detail
         self._process_scope.cancel()
         return True
 
@@ -575,13 +652,21 @@ class BotRunner:
             raise ActionFailed(f"{self.name} is not running (state {self.state})")
         if not _signal_group(self.pid, signal.SIGSTOP, self.killpg):
             raise ActionFailed(f"{self.name} exited before it could be paused")
+        self._unpaused = trio.Event()
         await self._report(Transition(BotState.PAUSED, pid=self.pid))
 
     async def resume(self) -> None:
-        """SIGCONT the bot's process group. Raises: ActionFailed if it is not paused."""
+        """SIGCONT the bot's process group, or, if it died while paused, let its restart
+        delay begin. Raises: ActionFailed if it is not paused."""
+        if self.state is BotState.BACKOFF and not self._unpaused.is_set():
+            self._unpaused.set()  # its process died while paused; the restart may go on
+            return
         if self.state is not BotState.PAUSED or self.pid is None:
             raise ActionFailed(f"{self.name} is not paused (state {self.state})")
         _signal_group(self.pid, signal.SIGCONT, self.killpg)
+        self._unpaused.set()
+        if self._watchdog is not None:
+            self._watchdog.restart_clock()
         await self._report(Transition(BotState.RUNNING, pid=self.pid))
 
     def kill_now(self) -> None:

@@ -56,6 +56,9 @@ _ADDED_COLUMNS = {
     "update_outcome": "TEXT",
     "update_commit": "TEXT",
     "update_time": "TEXT",
+    # The commit before the last update that changed it, and when (rollback, issue 13.5).
+    "update_previous_commit": "TEXT",
+    "update_changed_time": "TEXT",
 }
 COLUMNS = (
     "is_running",
@@ -95,6 +98,8 @@ class BotRecord:
     update_outcome: str | None = None
     update_commit: str | None = None
     update_time: str | None = None
+    update_previous_commit: str | None = None
+    update_changed_time: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> BotRecord:
@@ -128,6 +133,8 @@ class BotRecord:
             update_outcome=get("update_outcome"),
             update_commit=get("update_commit"),
             update_time=get("update_time"),
+            update_previous_commit=get("update_previous_commit"),
+            update_changed_time=get("update_changed_time"),
         )
 
     def to_columns(self) -> dict[str, Any]:
@@ -159,7 +166,9 @@ class StateStore:
         StateError: the file cannot be opened, is not a database, or is read-only.
     """
 
-    def __init__(self, path: Path, *, readonly: bool = False):
+    def __init__(
+        self, path: Path, *, readonly: bool = False, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+    ):
         self.path = path
         try:
             if readonly:
@@ -168,7 +177,7 @@ class StateStore:
             else:
                 self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.row_factory = sqlite3.Row
-            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             if not readonly:
                 self._migrate()
         except sqlite3.Error as exc:
@@ -263,7 +272,7 @@ class StateStore:
 
     def commit(self, writes: Iterable[Write]) -> None:
         """Write all *writes* in one transaction (one attempt; SQLite waits up to
-        BUSY_TIMEOUT_MS for another process's lock).
+        ``busy_timeout_ms`` for another process's lock).
 
         Raises:
             StateError: the write failed; ``transient`` tells a locked database, a full

@@ -18,6 +18,8 @@ one writer task) and calls git (through ``to_thread``).
 from __future__ import annotations
 
 import contextlib
+import datetime
+import functools
 import logging
 import os
 import signal
@@ -29,15 +31,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 import trio
 
-from trio_orchestrator import gitupdate
+from trio_orchestrator import gitupdate, heartbeat, metrics
 from trio_orchestrator.commandfile import CommandFile
 from trio_orchestrator.commands import Action, Command
 from trio_orchestrator.config import load_config
 from trio_orchestrator.control import ControlSocket
 from trio_orchestrator.errors import ActionFailed, ConfigError, OrchestratorError, StateError
 from trio_orchestrator.fdlimit import raise_fd_limit
+from trio_orchestrator.hooks import HookEvent, HookRunner, transition_events
 from trio_orchestrator.output import LogFileHandler, LogFiles, Printer, should_color
 from trio_orchestrator.procfs import process_start_ticks
+from trio_orchestrator.reaper import Reaper, become_subreaper, end_escaped, owned_spawn
 from trio_orchestrator.recovery import DB_TAG_VARIABLE, end_orphans, reset_records, restored_state
 from trio_orchestrator.reload import ConfigDiff
 from trio_orchestrator.runner import (
@@ -48,6 +52,7 @@ from trio_orchestrator.runner import (
     Transition,
     describe_exit,
 )
+from trio_orchestrator.sampler import NOT_SAMPLED, Sampler, read_manager_usage
 from trio_orchestrator.sink import ConsoleLogHandler, OutputSink
 from trio_orchestrator.state import BotRecord, OwnerLock, StateStore, Write, now_iso
 from trio_orchestrator.statewriter import StateWriter
@@ -55,6 +60,7 @@ from trio_orchestrator.views import bot_info, one_line_status
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
+    from pathlib import Path
 
     from trio_orchestrator.config import BotConfig, Config, GlobalSettings
     from trio_orchestrator.fdlimit import FdLimit
@@ -67,6 +73,8 @@ LOGGER = logging.getLogger("trio_orchestrator")
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ENDED = (BotState.STOPPED, BotState.EXITED, BotState.FAILED)
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
+# Beside the db: one heartbeat file per bot, named in its TRIO_ORCH_HEARTBEAT_FILE.
+HEARTBEAT_DIRECTORY = ".trio-orch-heartbeats"
 
 
 @attrs.define(eq=False)
@@ -81,6 +89,8 @@ class Supervisor:
         sink: where bot output goes.
         update: the git update, ``gitupdate.update_checkout`` or a fake for tests.
         spawn, killpg: passed to every runner (tests inject fakes).
+        adopt_orphans: become a child subreaper and reap the bots' orphans (the CLI's
+            manager; off in tests that run a supervisor inside pytest).
     """
 
     config: Config
@@ -91,6 +101,7 @@ class Supervisor:
     update: Callable[..., gitupdate.UpdateResult] = gitupdate.update_checkout
     spawn: Callable[..., Any] = trio.run_process
     killpg: Callable[[int, int], None] = os.killpg
+    adopt_orphans: bool = False
 
     records: dict[str, BotRecord] = attrs.field(init=False, factory=dict)
     runners: dict[str, BotRunner] = attrs.field(init=False, factory=dict)
@@ -107,21 +118,40 @@ class Supervisor:
     # Bots that `update NAME` just updated and is restarting: their next start skips the
     # update that has just run (and keeps its outcome as the bot's last update).
     _freshly_updated: set[str] = attrs.field(init=False, factory=set)
+    # Issue 15: CPU/memory sampling, counters for the metrics (see metrics.py, web.py).
+    sampler: Sampler = attrs.field(init=False)
+    counters: metrics.Counters = attrs.field(init=False, factory=metrics.Counters)
+    _hooks: HookRunner = attrs.field(init=False)
+    # Per bot, the commit a rollback left: an update back onto it is rolled back at once.
+    _bad_commits: dict[str, str] = attrs.field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
         self._writer = StateWriter(self.store, self._limiter)
+        self.sampler = Sampler(lambda: {n: r.pid for n, r in self.runners.items() if r.pid})
+        self._hooks = HookRunner(
+            timeout=self.config.settings.hook_timeout,
+            cwd=self.config.directory,
+            spawn=owned_spawn(trio.run_process),
+        )
         for bot in self.config.bots.values():
             self._add_runner(bot)
 
     def _add_runner(self, bot: BotConfig) -> BotRunner:
+        beats = self.paths.db.parent / HEARTBEAT_DIRECTORY / bot.name
         runner = self.runners[bot.name] = BotRunner(
             bot=bot,
             on_transition=self._on_transition,
             output=self.sink.stream_writer,
             before_start=self._update_before_start if bot.updates_enabled else None,
-            spawn=self.spawn,
+            spawn=owned_spawn(self.spawn),
             killpg=self.killpg,
-            extra_env=(("TRIO_ORCH_BOT", bot.name), (DB_TAG_VARIABLE, str(self.paths.db))),
+            extra_env=(
+                ("TRIO_ORCH_BOT", bot.name),
+                (DB_TAG_VARIABLE, str(self.paths.db)),
+                (heartbeat.ENV_VARIABLE, str(beats)),
+            ),
+            heartbeat_file=beats,
+            after_exit=self._end_escaped,
         )
         self._locks.setdefault(bot.name, trio.Lock())
         return runner
@@ -144,15 +174,21 @@ class Supervisor:
     async def _serve(self, signals: AsyncIterator[int], task_status: trio.TaskStatus[None]) -> None:
         control = await ControlSocket.bind(self.paths.socket)
         try:
+            web = await self._bind_web()  # before any nursery: errors are one plain line
             await self._recover()
             async with trio.open_nursery() as infrastructure:
                 await infrastructure.start(self.sink.run)
                 await infrastructure.start(self._writer.run)
                 try:
-                    async with trio.open_nursery() as root:
+                    async with self._hooks.running(), trio.open_nursery() as root:
                         self._root = root
                         root.start_soon(self._handle_signals, signals)
+                        if self.adopt_orphans and become_subreaper():
+                            await root.start(Reaper(self._main_pids).run)
                         await root.start(control.serve, self.execute)
+                        await root.start(self.sampler.run)
+                        if web is not None:
+                            await root.start(web)
                         await root.start(self._read_command_file)
                         LOGGER.info(
                             "trio-orch manager running (pid %d, %d bot%s configured, socket %s)",
@@ -178,6 +214,13 @@ class Supervisor:
             self.runners[name].state = restored_state(record)
         if writes:
             await self._db(self.store.commit, writes)
+
+    def _main_pids(self) -> set[int]:
+        return {runner.pid for runner in self.runners.values() if runner.pid is not None}
+
+    async def _end_escaped(self, bot: BotConfig) -> None:
+        """After each exit of *bot*: end its descendants that left its process group."""
+        await end_escaped(f"{DB_TAG_VARIABLE}={self.paths.db}", bot.name, bot.stop_timeout)
 
     async def _db(self, function: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(function, *args, limiter=self._limiter)
@@ -333,6 +376,7 @@ class Supervisor:
         previous = self.records[name]  # every configured bot has one since recovery
         record = attrs.evolve(previous, **self._record_changes(runner, transition, previous))
         self.records[name] = record
+        self.counters.record(name, transition, previous.state)
         if transition.message:
             self._messages[name] = transition.message
         if transition.state is BotState.BACKOFF or transition.state in _ENDED:
@@ -341,6 +385,14 @@ class Supervisor:
         detail = self._event_detail(transition, previous.state, record)
         await self._save(Write(record, transition.state.value, detail))
         self._log_transition(name, transition, previous.state, record)
+        for event in transition_events(transition):
+            hook_event = HookEvent(
+                event, name, transition.reason, transition.exit_code, record.update_commit
+            )
+            self._hooks.fire(runner.bot.hooks, hook_event)
+        if transition.state is BotState.FAILED and self._should_roll_back(runner.bot, record):
+            assert self._root is not None and record.update_commit is not None
+            self._root.start_soon(self._roll_back, runner, record.update_commit)
 
     def _record_changes(
         self, runner: BotRunner, transition: Transition, record: BotRecord
@@ -415,7 +467,12 @@ class Supervisor:
         if bot.name in self._freshly_updated:
             self._freshly_updated.discard(bot.name)
             return
-        await self._run_update(bot)
+        result = await self._run_update(bot)
+        bad = self._bad_commits.get(bot.name)
+        if bad is not None and result.changed and result.new_commit == bad:
+            # The remote still has the commit we rolled back from: stay where we were.
+            assert result.old_commit is not None
+            await self._apply_rollback(bot, result.old_commit, "it was rolled back before")
 
     async def _run_update(self, bot: BotConfig) -> gitupdate.UpdateResult:
         update = partial(
@@ -424,18 +481,101 @@ class Supervisor:
             protected_dirs=(_PACKAGE_ROOT, self.config.directory),
             timeout=self.config.settings.git_timeout,
         )
-        result = await _run_cancellable(update)
+        return await _run_cancellable(update, partial(self._record_update, bot))
+
+    async def _record_update(self, bot: BotConfig, result: gitupdate.UpdateResult) -> None:
+        """Log and save an update's outcome, and fire the on_update hook."""
         log = LOGGER.warning if result.outcome in ("failed", "skipped") else LOGGER.info
         log("%s git update: %s", bot.name, result.message)
+        changes: dict[str, Any] = {}
+        if result.changed:
+            changes.update(update_previous_commit=result.old_commit, update_changed_time=now_iso())
         record = attrs.evolve(
             self.records[bot.name],
             update_outcome=result.message,
             update_commit=result.new_commit or result.old_commit,
             update_time=now_iso(),
+            **changes,
         )
         self.records[bot.name] = record
         await self._save(Write(record, "update", result.message))
-        return result
+        if result.changed:
+            event = HookEvent(
+                "update", bot.name, result.message, None, result.new_commit, result.old_commit
+            )
+            self._hooks.fire(bot.hooks, event)
+
+    # ----- rollback (issue 13.5) -----
+
+    def _should_roll_back(self, bot: BotConfig, record: BotRecord) -> bool:
+        """The bot failed on a commit that its last update brought, within rollback_window
+        of that update, and that commit was not rolled back from before."""
+        if not bot.rollback_on_failure or self._shutting_down or self._root is None:
+            return False
+        if record.update_previous_commit is None or record.update_commit is None:
+            return False
+        if self._bad_commits.get(bot.name) == record.update_commit:
+            return False
+        if record.update_changed_time is None:
+            return False
+        changed = datetime.datetime.fromisoformat(record.update_changed_time)
+        age = (datetime.datetime.now().astimezone() - changed).total_seconds()
+        return age <= bot.rollback_window
+
+    async def _roll_back(self, runner: BotRunner, bad: str) -> None:
+        """Reset a failed bot to the commit before its last update and start it again."""
+        bot = runner.bot
+        async with self._locks[bot.name]:
+            record = self.records[bot.name]
+            if record.update_commit != bad or record.update_previous_commit is None:
+                return  # updated or rolled back meanwhile
+            if runner.active and runner.state is not BotState.FAILED:
+                return  # the user started it again meanwhile
+            window = f"{bot.rollback_window:g}s"
+            if not await self._apply_rollback(
+                bot, record.update_previous_commit, f"it failed within {window} of the update"
+            ):
+                return
+            self._freshly_updated.add(bot.name)
+            try:
+                run = await self._begin(runner, StopReason.UPDATE)
+            except ActionFailed:
+                self._freshly_updated.discard(bot.name)
+                return
+        with contextlib.suppress(ActionFailed):
+            await self._started(runner, run, "started")
+
+    async def _apply_rollback(self, bot: BotConfig, target: str, why: str) -> bool:
+        """Reset the checkout to *target*; record, log and report it (hook on_update,
+        event ``rollback``). Returns False if git failed."""
+        rollback = partial(
+            gitupdate.rollback_checkout,
+            bot,
+            target,
+            protected_dirs=(_PACKAGE_ROOT, self.config.directory),
+            timeout=self.config.settings.git_timeout,
+        )
+        result = await _run_cancellable(rollback, partial(self._record_rollback, bot, why))
+        return result.outcome == "rolled-back"
+
+    async def _record_rollback(
+        self, bot: BotConfig, why: str, result: gitupdate.UpdateResult
+    ) -> None:
+        ok = result.outcome == "rolled-back"
+        message = f"{result.message} because {why}" if ok else f"rollback {result.message}"
+        (LOGGER.warning if ok else LOGGER.error)("%s %s", bot.name, message)
+        changes: dict[str, Any] = {"update_outcome": message, "update_time": now_iso()}
+        if ok:
+            assert result.old_commit is not None
+            self._bad_commits[bot.name] = result.old_commit
+            changes.update(update_commit=result.new_commit, update_previous_commit=None)
+        record = self.records[bot.name] = attrs.evolve(self.records[bot.name], **changes)
+        await self._save(Write(record, "rollback", message))
+        if ok:
+            event = HookEvent(
+                "rollback", bot.name, message, None, result.new_commit, result.old_commit
+            )
+            self._hooks.fire(bot.hooks, event)
 
     # ----- commands -----
 
@@ -450,6 +590,10 @@ class Supervisor:
         raises for a bad command: that is a reply with a non-zero code.
         """
         try:
+            if command.action is Action.METRICS:
+                return {"ok": True, "code": 0, "message": await self.metrics_text()}
+            if command.action in (Action.LIST, Action.STATUS_ALL, Action.STATUS):
+                await self.look()
             if command.action in (Action.LIST, Action.STATUS_ALL):
                 return self._list(source)
             if command.action is Action.RELOAD:
@@ -524,9 +668,10 @@ class Supervisor:
 
     async def _start(self, runner: BotRunner) -> str:
         async with self._locks[runner.name]:
-            if runner.active and runner.state is not BotState.BACKOFF:
+            if runner.active and runner.state not in (BotState.BACKOFF, BotState.FAILED):
                 raise ActionFailed(f"{runner.name} is already running (state {runner.state})")
-            run = await self._begin(runner)  # a start during the restart delay: start now
+            # A start during the restart delay or the failed_cooldown: start now.
+            run = await self._begin(runner)
         return await self._started(runner, run, "started")
 
     async def _stop(self, runner: BotRunner) -> str:
@@ -598,24 +743,88 @@ class Supervisor:
     def info(self, name: str) -> dict[str, Any]:
         runner = self.runners[name]
         started_at = runner.started_at if runner.pid is not None else None
-        return bot_info(runner.bot, self.records[name], started_at, runner.next_restart)
+        info = bot_info(runner.bot, self.records[name], started_at, runner.next_restart)
+        return info | (self.sampler.usage(name) if runner.pid else NOT_SAMPLED)
 
     def all_info(self) -> list[dict[str, Any]]:
         # The runners, not the config: during a reload a removed bot may still be
         # stopping, and an added one may already run.
         return [self.info(name) for name in self.runners]
 
+    # ----- metrics and the status page (issue 15) -----
+
+    async def _bind_web(self) -> Callable[..., Awaitable[None]] | None:
+        """Bind ``metrics_listen``, if set; the listener's serve task (h11 loaded only then)."""
+        listen, token = metrics.listen_settings(self.config.settings)
+        if listen is None:
+            return None
+        from trio_orchestrator import web
+
+        listeners = await web.bind_web(listen, token, self.config.path)
+        self.sampler.keep_sampling("metrics listener")
+        where = ", ".join(web.bound_addresses(listeners))
+        LOGGER.info("status page and /metrics on http://%s/", where)
+        return partial(web.serve_web, listeners, self, token)
+
+    async def look(self) -> None:
+        """Someone looks at the figures: fresh CPU/memory samples for a while."""
+        await self.sampler.look()
+
+    async def metrics_text(self) -> str:
+        """The Prometheus text exposition of every bot and the manager."""
+        await self.look()
+        manager = await trio.to_thread.run_sync(read_manager_usage)
+        bots = []
+        for name, runner in self.runners.items():
+            usage = self.sampler.tracker.figures.get(name) if runner.pid else None
+            bots.append(
+                metrics.bot_metrics(
+                    name,
+                    state=str(runner.state),
+                    pid=runner.pid,
+                    record=self.records[name],
+                    counters=self.counters,
+                    usage=usage,
+                    cpu_seconds=self.sampler.tracker.cpu_seconds(name),
+                    line_counts=self.sink.lines_total,
+                    start_time=runner.started_at,
+                )
+            )
+        return metrics.render(bots, manager, _version())
+
+    def log_path(self, name: str) -> Path | None:
+        """The output log of a configured bot (None for an unknown name)."""
+        bot = self.config.bots.get(name)
+        return None if bot is None else self.config.settings.log_directory / f"{bot.name}.log"
+
+    def add_change_listener(self, listener: Callable[[], None]) -> None:
+        """Call *listener* after every transition and every CPU/memory sample."""
+        self.counters.listeners.append(listener)
+        self.sampler.listeners.append(lambda _figures: listener())
+
+
+@functools.cache
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("trio-orch")
+    except PackageNotFoundError:
+        return ""
+
 
 async def _run_cancellable(
-    update: Callable[..., gitupdate.UpdateResult],
+    work: Callable[..., gitupdate.UpdateResult],
+    record: Callable[[gitupdate.UpdateResult], Awaitable[None]],
 ) -> gitupdate.UpdateResult:
-    """Run *update* in a worker thread; on cancellation, ask it to stop and wait for it.
+    """Run git *work* in a worker thread, then await *record* with its result.
 
     Not abandoned: git has side effects on the checkout, so we wait for the thread, but
-    the cancel event makes it kill its git command at once instead of running on until
-    ``git_timeout``.
+    on cancellation the cancel event makes it kill its git command at once instead of
+    running on until ``git_timeout``.
 
-    **Cancellation:** returns within a fraction of a second (the update ends "failed").
+    **Cancellation:** the work ends within a fraction of a second ("failed: cancelled"),
+    its outcome is still recorded (shielded), then ``Cancelled`` goes on.
     """
     cancel = threading.Event()
 
@@ -627,7 +836,9 @@ async def _run_cancellable(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(cancel_when_cancelled)
-        result = await trio.to_thread.run_sync(partial(update, cancel=cancel))
+        with trio.CancelScope(shield=True):
+            result = await trio.to_thread.run_sync(partial(work, cancel=cancel))
+            await record(result)
         nursery.cancel_scope.cancel()
     return result
 
@@ -690,7 +901,9 @@ def run_manager(config: Config, paths: Paths, color_mode: str, timestamps: bool 
         for warning in config.warnings:
             LOGGER.warning("%s", warning, extra={"console": False})
         _log_fd_limit(fd_limit, len(config.bots))
-        supervisor = Supervisor(config=config, paths=paths, store=store, stored=stored, sink=sink)
+        supervisor = Supervisor(
+            config=config, paths=paths, store=store, stored=stored, sink=sink, adopt_orphans=True
+        )
         try:
             # Until the signal task takes SIGINT over, a Ctrl-C raises KeyboardInterrupt;
             # only at checkpoints, where trio can unwind cleanly (raised anywhere, it can

@@ -84,6 +84,10 @@ def bot_info(
         "preserved": record.preserved_state,
         "last_update": record.update_outcome,
         "commit": record.update_commit,
+        # Filled in by a running manager's sampler (issue 15).
+        "cpu_percent": None,
+        "memory_bytes": None,
+        "processes": None,
     }
 
 

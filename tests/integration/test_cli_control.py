@@ -13,23 +13,24 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
-from helpers import CLI, cli, pid_alive, processes_with, wait_for, write_bot, write_config
+from helpers import (
+    CLI,
+    SLEEPER,
+    bots_of,
+    cli,
+    pid_alive,
+    processes_with,
+    wait_for,
+    write_bot,
+    write_config,
+)
 
-from trio_orchestrator.client import request, socket_address
 from trio_orchestrator.errors import ManagerNotRunning
 from trio_orchestrator.procfs import process_start_ticks
 from trio_orchestrator.state import BotRecord, StateStore, Write
-
-SLEEPER = """
-import sys, time
-print("up", sys.argv[1], flush=True)
-while True:
-    time.sleep(1)
-"""
 
 
 @pytest.fixture
@@ -59,15 +60,6 @@ def setup(tmp_path):
         return config, markers
 
     return make
-
-
-def ask(socket_path, message):
-    with socket_address(socket_path) as address:
-        return request(address, message, timeout=30)
-
-
-def bots_of(socket_path) -> dict[str, dict]:
-    return {bot["name"]: bot for bot in ask(socket_path, {"command": "list"})["bots"]}
 
 
 def wait_manager(socket_path, process=None, timeout: float = 20.0) -> dict[str, dict]:
@@ -349,7 +341,16 @@ def test_command_file_with_a_concurrent_writer_exactly_once(setup, manager_facto
         return [int(n) for n in pattern.findall(log.read_text(errors="replace"))]
 
     wait_for(lambda: len(ghosts()) >= count, 60, message="all numbered commands")
-    time.sleep(0.5)  # anything executed twice would show up by now
+    # A last line, then the processing file finished: every line before it has run, and
+    # anything run twice is in the log by now.
+    with commands.open("a") as handle:
+        handle.write("stop GhostEnd\n")
+    processing = commands.with_name(commands.name + ".processing")
+    wait_for(
+        lambda: "'stop GhostEnd' from command file" in log.read_text() and not processing.exists(),
+        30,
+        message="the last line and the processing file finished",
+    )
     assert ghosts() == list(range(count))
     restarts = count // every
     alpha = wait_for(

@@ -7,14 +7,14 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from helpers import cli, pid_alive, wait_for, write_config
+from gitrepo import Remote, isolated_git_env
+from helpers import cli, history, manager_log, pid_alive, wait_for, write_config
 
 pytestmark = [
     pytest.mark.git,
@@ -43,60 +43,23 @@ PLAIN_BOT_CODE = textwrap.dedent(
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     """Environment for git, the CLI and the manager: no user or system git config."""
-    home = tmp_path / "home"
-    home.mkdir()
     environ = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith("GIT_") and key != "NO_COLOR"
     }
-    environ.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), GIT_CONFIG_NOSYSTEM="1")
-    for role in ("AUTHOR", "COMMITTER"):
-        environ[f"GIT_{role}_NAME"] = "Test"
-        environ[f"GIT_{role}_EMAIL"] = "test@example.invalid"
-    return environ
+    return environ | isolated_git_env(tmp_path / "home")
 
 
-class Remote:
-    """A bare repository used as origin, and a working clone that pushes to it."""
-
-    def __init__(self, root: Path, env: dict[str, str]):
-        self.env = env
-        self.bare = root / "origin.git"
-        self.seed = root / "seed"
-        root.mkdir(parents=True)
-        self.git(root, "init", "--quiet", "--bare", "-b", "main", str(self.bare))
-        self.git(root, "init", "--quiet", "-b", "main", str(self.seed))
-        self.git(self.seed, "remote", "add", "origin", str(self.bare))
-        self.commit("v1", {"main.py": BOT_CODE})
-
-    @property
-    def url(self) -> str:
-        return str(self.bare)
-
-    def git(self, cwd: Path, *args: str) -> str:
-        completed = subprocess.run(
-            ["git", *args], cwd=cwd, env=self.env, check=True, capture_output=True, text=True
-        )
-        return completed.stdout.strip()
-
-    def commit(self, version: str, files: dict[str, str] | None = None) -> str:
-        """Commit VERSION=*version* (and *files*), push it to origin, return its sha."""
-        for name, text in {**(files or {}), "VERSION": f"{version}\n"}.items():
-            (self.seed / name).write_text(text)
-        self.git(self.seed, "add", "--all")
-        self.git(self.seed, "commit", "--quiet", "-m", version)
-        self.git(self.seed, "push", "--quiet", "origin", "main")
-        return self.git(self.seed, "rev-parse", "HEAD")
-
-    def clone(self, destination: Path) -> Path:
-        self.git(destination.parent, "clone", "--quiet", self.url, str(destination))
-        return destination
+def release(remote: Remote, version: str, files: dict[str, str] | None = None) -> str:
+    """Commit VERSION=*version* (and *files*), push it to origin, return its sha."""
+    return remote.commit({**(files or {}), "VERSION": f"{version}\n"}, version)
 
 
 @pytest.fixture
 def remote(tmp_path: Path, env: dict[str, str]) -> Remote:
-    return Remote(tmp_path / "remote", env)
+    files = {"main.py": BOT_CODE, "VERSION": "v1\n"}
+    return Remote.create(tmp_path / "remote", files, env=env, message="v1")
 
 
 def git_bot(directory: Path, repo_url: str, **settings: object) -> dict:
@@ -109,25 +72,12 @@ def status(config: Path, name: str, env: dict[str, str]) -> dict:
     return json.loads(completed.stdout)
 
 
-def manager_log(config: Path) -> str:
-    path = config.parent / "logs" / "bot_manager.log"
-    return path.read_text() if path.exists() else ""
-
-
-def history(config: Path, name: str) -> list[tuple[str, str]]:
-    with sqlite3.connect(config.parent / "bot_states.db") as db:
-        rows = db.execute(
-            "SELECT event, detail FROM bot_history WHERE bot_name = ? ORDER BY id", (name,)
-        ).fetchall()
-    return [(event, detail or "") for event, detail in rows]
-
-
 def test_new_commit_is_checked_out_before_the_bot_starts(
     tmp_path: Path, remote: Remote, env: dict[str, str], manager_factory
 ) -> None:
     bot_dir = remote.clone(tmp_path / "bot")
     old = remote.git(bot_dir, "rev-parse", "HEAD")
-    new = remote.commit("v2")
+    new = release(remote, "v2")
     config = write_config(tmp_path / "bot_config.yaml", {"Git": git_bot(bot_dir, remote.url)})
 
     manager = manager_factory(config, env=env).wait_ready()
@@ -261,7 +211,7 @@ def test_update_command_restarts_only_when_there_is_a_new_commit(
     assert info["last_update"].startswith("up-to-date")
 
     # A new commit: pulled, and the bot is restarted on it.
-    v2 = remote.commit("v2")
+    v2 = release(remote, "v2")
     reply = cli(config, "update", "Git", env=env, timeout=30)
     assert reply.returncode == 0, reply.stderr
     assert f"-> {v2[:7]}; restarted" in reply.stdout
@@ -280,7 +230,7 @@ def test_update_command_restarts_only_when_there_is_a_new_commit(
         file.write("update Git\n")
     wait_for(lambda: "command 'update Git' from command file" in manager_log(config))
     assert status(config, "Git", env)["pid"] == second_pid  # up to date: not restarted
-    v3 = remote.commit("v3")
+    v3 = release(remote, "v3")
     with commands.open("a") as file:
         file.write("update Git\n")
     wait_for(lambda: "[Git] version v3" in manager.output(), message="v3")
@@ -300,7 +250,7 @@ def test_automatic_restart_updates_first(
         "while True:",
         'if "v1" in pathlib.Path("VERSION").read_text():\n    raise SystemExit(1)\nwhile True:',
     )
-    remote.commit("v1", {"main.py": crashing})
+    release(remote, "v1", {"main.py": crashing})
     bot_dir = remote.clone(tmp_path / "bot")
     config = write_config(
         tmp_path / "bot_config.yaml",
@@ -309,7 +259,7 @@ def test_automatic_restart_updates_first(
     manager = manager_factory(config, env=env).wait_ready()
     wait_for(lambda: "[Git] version v1" in manager.output(), message="v1")
 
-    v2 = remote.commit("v2")
+    v2 = release(remote, "v2")
 
     wait_for(lambda: "[Git] version v2" in manager.output(), message="v2 after a restart")
     info = status(config, "Git", env)
@@ -321,7 +271,7 @@ def test_automatic_restart_updates_first(
 
 def test_check_never_runs_git(tmp_path: Path, remote: Remote, env: dict[str, str]) -> None:
     bot_dir = remote.clone(tmp_path / "bot")
-    remote.commit("v2")
+    release(remote, "v2")
     marker = tmp_path / "git-ran"
     fake_bin = tmp_path / "fake-bin"
     fake_bin.mkdir()
@@ -346,7 +296,7 @@ def test_directory_that_is_or_contains_the_config_directory_is_never_updated(
 ) -> None:
     outer = remote.clone(tmp_path / "outer")
     inner = remote.clone(outer / "inner")  # the config's directory
-    remote.commit("v2")
+    release(remote, "v2")
     config = write_config(
         inner / "bot_config.yaml",
         {"Outer": git_bot(Path(".."), remote.url), "Inner": git_bot(Path("."), remote.url)},

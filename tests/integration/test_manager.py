@@ -10,26 +10,17 @@ import sqlite3
 import time
 
 import pytest
-from helpers import cli, pid_alive, wait_for, write_bot, write_config
-
-TICKER = """
-import itertools, signal, sys, time
-signal.signal(signal.SIGTERM, lambda *a: (print("goodbye", flush=True), sys.exit(0)))
-for i in itertools.count():
-    print(f"tick {i}", flush=True)
-    time.sleep(0.2)
-"""
-
-IGNORES_SIGTERM = """
-import signal, time
-signal.signal(signal.SIGTERM, signal.SIG_IGN)
-print("up", flush=True)
-time.sleep(60)
-"""
-
-
-def bot_entry(directory, **extra):
-    return {"script": "main.py", "directory": str(directory), **extra}
+from helpers import (
+    IGNORES_SIGTERM,
+    TICKER,
+    bot_entry,
+    cli,
+    manager_log,
+    pid_alive,
+    wait_for,
+    write_bot,
+    write_config,
+)
 
 
 def listing(config):
@@ -94,7 +85,8 @@ def test_user_stopped_bot_stays_stopped_across_restarts(two_bots, manager_factor
     assert manager.stop() == 0
     manager = manager_factory(two_bots).wait_ready()
     wait_for(lambda: bots_by_name(two_bots)["Alpha"]["state"] == "running")
-    time.sleep(0.5)
+    # The restore logs what it starts before it starts anything: Alpha alone.
+    assert "INFO starting 1 bots: Alpha\n" in manager_log(two_bots)
     assert bots_by_name(two_bots)["Beta"]["state"] == "stopped"
     assert manager.stop() == 0
 
@@ -105,13 +97,16 @@ def test_autostart_false_is_not_started_until_asked(tmp_path, manager_factory):
         tmp_path / "bot_config.yaml", {"Lazy": bot_entry(tmp_path / "a", autostart=False)}
     )
     manager = manager_factory(config).wait_ready()
-    time.sleep(0.5)
     assert bots_by_name(config)["Lazy"]["state"] == "stopped"
     result = cli(config, "start", "Lazy")
     assert result.returncode == 0 and "started" in result.stdout
     assert bots_by_name(config)["Lazy"]["pid"]
     assert cli(config, "start", "Lazy").returncode == 1  # already running
     assert manager.stop() == 0
+    # The restore ran before our start was answered, and never tried to start Lazy: any
+    # attempt, successful or not, is logged as a command "from restore".
+    assert "from restore" not in manager_log(config)
+    assert bots_by_name(config)["Lazy"]["start_count"] == 1
 
 
 def test_color_always_and_no_color(tmp_path, manager_factory):
@@ -176,7 +171,7 @@ def test_second_signal_kills_at_once(tmp_path, manager_factory):
     wait_for(lambda: "up" in manager.output())
     pid = listing(config)["bots"][0]["pid"]
     manager.process.send_signal(signal.SIGINT)
-    time.sleep(0.5)
+    wait_for(lambda: "SIGINT received: stopping all bots" in manager.output())
     started = time.monotonic()
     assert manager.stop(signal.SIGINT) == 0
     assert time.monotonic() - started < 5

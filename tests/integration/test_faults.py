@@ -30,16 +30,25 @@ from pathlib import Path
 import pytest
 from helpers import (
     CLI,
+    IGNORES_SIGTERM,
+    SLEEPER,
+    TICKER,
+    ask,
+    bots_of,
     cli,
+    db_rows,
     group_members,
+    history_count,
+    manager_log,
     pid_alive,
     processes_with,
     wait_for,
     write_bot,
     write_config,
 )
+from helpers import bot_entry as bot
 
-from trio_orchestrator.client import request, socket_address
+from trio_orchestrator.client import socket_address
 from trio_orchestrator.errors import OrchestratorError
 
 pytestmark = pytest.mark.faults
@@ -158,50 +167,10 @@ def spawned():
             process.wait(10)
 
 
-def bot(directory: Path, marker: str, *extra_args: str, **settings) -> dict:
-    return {
-        "script": "main.py",
-        "directory": str(directory),
-        "args": [marker, *extra_args],
-        **settings,
-    }
-
-
-def ask(config: Path, message: dict, timeout: float = 60) -> dict:
-    with socket_address(config.parent / ".trio-orch.sock") as address:
-        return request(address, message, timeout=timeout)
-
-
-def bots_of(config: Path) -> dict[str, dict]:
-    return {info["name"]: info for info in ask(config, {"command": "list"})["bots"]}
-
-
 def timed(function, *args, **kwargs):
     started = time.monotonic()
     value = function(*args, **kwargs)
     return value, time.monotonic() - started
-
-
-def db_rows(config: Path) -> dict[str, dict]:
-    db = sqlite3.connect(f"file:{config.parent / 'bot_states.db'}?mode=ro", uri=True)
-    db.row_factory = sqlite3.Row
-    try:
-        return {row["bot_name"]: dict(row) for row in db.execute("SELECT * FROM bot_states")}
-    finally:
-        db.close()
-
-
-def history_count(config: Path, name: str, event: str) -> int:
-    db = sqlite3.connect(f"file:{config.parent / 'bot_states.db'}?mode=ro", uri=True)
-    try:
-        query = "SELECT count(*) FROM bot_history WHERE bot_name = ? AND event = ?"
-        return db.execute(query, (name, event)).fetchone()[0]
-    finally:
-        db.close()
-
-
-def manager_log(config: Path) -> str:
-    return (config.parent / "logs" / "bot_manager.log").read_text(errors="replace")
 
 
 def bot_log(config: Path, name: str) -> bytes:
@@ -235,13 +204,6 @@ def db_matches_reality(config: Path, live: dict[str, dict]) -> None:
 
 # ----- bots -----
 
-SLEEPER = """
-import sys, time
-print("up", flush=True)
-while True:
-    time.sleep(1)
-"""
-
 # Prints nothing: a bot that writes would die of EPIPE once its manager is killed, and
 # these tests need orphans that outlive their manager.
 SILENT = """
@@ -250,24 +212,9 @@ while True:
     time.sleep(1)
 """
 
-TICKER = """
-import itertools, sys, time
-for i in itertools.count():
-    print(f"tick {i}", flush=True)
-    time.sleep(0.2)
-"""
-
 EXIT_AT_ONCE = """
 import sys
 sys.stdout.write("up\\n")
-"""
-
-IGNORES_SIGTERM = """
-import signal, time
-signal.signal(signal.SIGTERM, signal.SIG_IGN)
-print("stubborn up", flush=True)
-while True:
-    time.sleep(1)
 """
 
 FORKS_GRANDCHILDREN = """
