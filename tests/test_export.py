@@ -97,7 +97,7 @@ def test_example_systemd_units_say_what_the_config_says():
     greeter = files[FAKE_ROOT / "u" / "trio-orch-Greeter.service"]
     assert "TimeoutStopSec=5\n" in greeter
     target = files[FAKE_ROOT / "u" / "trio-orch.target"]
-    assert target.count("Wants=trio-orch-") == 3
+    assert target.count("Wants=trio-orch-") == len(example_config().bots)
 
 
 # ----- every bot form and key -----
