@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import sys
+import urllib.request
+from pathlib import Path
 
-from helpers import cli, pid_alive, wait_for, write_bot, write_config
+import pytest
+from helpers import cli, group_members, pid_alive, wait_for, write_bot, write_config
 from test_cli_control import bots_of, wait_state
 
 INTERRUPTIBLE = """
@@ -79,3 +84,28 @@ def test_stop_signal_int_lets_a_python_bot_handle_keyboard_interrupt(tmp_path, m
     assert manager.stop() == 0
     assert "SIGKILL" not in (config.parent / "logs" / "bot_manager.log").read_text()
     assert os.path.exists(config.parent / "logs" / "bot_manager.log")
+
+
+def test_gunicorn_with_workers_runs_as_a_command_bot(tmp_path, manager_factory):
+    """The example in examples/gunicorn: a real server whose workers share the bot's group."""
+    pytest.importorskip("gunicorn", reason="gunicorn is in the dev extra")
+    example = Path(__file__).parents[2] / "examples" / "gunicorn" / "app.py"
+    shutil.copy(example, tmp_path / "app.py")
+    gunicorn = [sys.executable, "-m", "gunicorn", "app:app", "--workers", "2"]
+    config = write_config(
+        tmp_path / "bot_config.yaml",
+        {"Web": {"command": [*gunicorn, "--bind", "127.0.0.1:0"], "directory": "."}},
+        stop_timeout=30,
+    )
+    manager = manager_factory(config).wait_ready()
+    bot = wait_state(manager.socket, "Web", "running")
+    wait_for(lambda: bot_log(config, "Web").count("Booting worker") == 2, timeout=30)
+    port = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", bot_log(config, "Web")).group(1)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+        assert response.read().startswith(b"hello from worker")
+    assert len(group_members(bot["pid"])) == 3  # the master is the bot; its workers too
+    stopped = cli(config, "stop", "Web")
+    assert stopped.returncode == 0, stopped.stderr
+    assert group_members(bot["pid"]) == []
+    assert "Shutting down: Master" in bot_log(config, "Web")  # a graceful stop, not SIGKILL
+    assert manager.stop() == 0
