@@ -110,6 +110,17 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=_FORMATTER,
     )
+    _add_global_options(parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_manager_commands(commands)
+    _add_query_commands(commands)
+    _add_setup_commands(commands)
+    _add_export_parser(commands)
+    _add_ops_parsers(commands)
+    return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
     )
@@ -145,7 +156,10 @@ def _parser() -> argparse.ArgumentParser:
         help="colour the [Name] prefixes: auto on a terminal unless NO_COLOR is set, "
         "always (even piped, even with NO_COLOR), never (default: auto)",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+
+def _add_manager_commands(commands: argparse._SubParsersAction) -> None:
+    """start_all, check, reload and the actions on bots."""
     start_all = _add_command(
         commands,
         "start_all",
@@ -178,6 +192,10 @@ def _parser() -> argparse.ArgumentParser:
             + f"          trio-orch {action} A B\n          trio-orch {action} all",
         )
         _add_names(sub)
+
+
+def _add_query_commands(commands: argparse._SubParsersAction) -> None:
+    """status, list, status_all and metrics."""
     status = _add_command(
         commands,
         "status",
@@ -194,6 +212,16 @@ def _parser() -> argparse.ArgumentParser:
             "Orphaned bots (still running after their manager was killed) are marked.",
         )
         sub.add_argument("--json", action="store_true", help=JSON_HELP)
+    _add_command(
+        commands,
+        "metrics",
+        "print the running manager's Prometheus metrics once",
+        "The text exposition format, as GET /metrics serves it with metrics_listen.",
+    )
+
+
+def _add_setup_commands(commands: argparse._SubParsersAction) -> None:
+    """init, completion and the hidden _bots (for the completion scripts)."""
     init = _add_command(
         commands,
         "init",
@@ -217,16 +245,7 @@ def _parser() -> argparse.ArgumentParser:
         "  source <(trio-orch completion zsh)       # in ~/.zshrc",
     )
     completion.add_argument("shell", choices=SHELLS, help="the shell to complete for")
-    _add_command(
-        commands,
-        "metrics",
-        "print the running manager's Prometheus metrics once",
-        "The text exposition format, as GET /metrics serves it with metrics_listen.",
-    )
     commands.add_parser("_bots")  # hidden: the bot names, for the completion scripts
-    _add_ops_parsers(commands)
-    _add_export_parser(commands)
-    return parser
 
 
 def _add_export_parser(commands: argparse._SubParsersAction) -> None:
@@ -632,7 +651,7 @@ def _completion_spec() -> dict[str, Any]:
     commands = {"start_all": None, "check": None}
     commands.update(dict.fromkeys(ACTIONS, "bots"))
     commands.update({"status": "bots", "list": None, "status_all": None, "reload": None})
-    commands.update({"history": "bots", "logs": "bots", "export": None})
+    commands.update({"history": "bots", "logs": "bots", "export": None, "metrics": None})
     commands.update({"init": "directories", "completion": "shells"})
     parser = _parser()
     subparsers = next(

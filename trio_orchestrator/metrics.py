@@ -160,81 +160,91 @@ class _Writer:
             self.lines.append(f"{name} {_number(value)}")
 
 
+# Per bot: name, type, HELP, and how one bot writes its samples.
+_BOT_FAMILIES: tuple[tuple[str, str, str, Callable[[BotMetrics, _Writer, str], object]], ...] = (
+    (
+        "trio_orch_bot_up",
+        "gauge",
+        "Whether the bot has a live process (running or paused).",
+        lambda b, w, n: w.sample(n, b.up, bot=b.name),
+    ),
+    (
+        "trio_orch_bot_state",
+        "gauge",
+        "The bot's lifecycle state: 1 for the current state, 0 for the others.",
+        lambda b, w, n: [w.sample(n, b.state == s, bot=b.name, state=s) for s in STATES],
+    ),
+    (
+        "trio_orch_bot_starts_total",
+        "counter",
+        "Starts of the bot's process (user and automatic), as recorded in the state db.",
+        lambda b, w, n: w.sample(n, b.starts, bot=b.name),
+    ),
+    (
+        "trio_orch_bot_restarts_total",
+        "counter",
+        "Automatic restarts of the bot since the manager started.",
+        lambda b, w, n: w.sample(n, b.restarts, bot=b.name),
+    ),
+    (
+        "trio_orch_bot_exits_total",
+        "counter",
+        "Ends of the bot's process since the manager started, by reason.",
+        lambda b, w, n: [
+            w.sample(n, b.exits.get(r, 0), bot=b.name, reason=r) for r in EXIT_REASONS
+        ],
+    ),
+    (
+        "trio_orch_bot_cpu_seconds_total",
+        "counter",
+        "CPU time (user and system) of the bot's process group, in seconds, while sampled.",
+        lambda b, w, n: w.sample(n, b.cpu_seconds, bot=b.name),
+    ),
+    (
+        "trio_orch_bot_memory_bytes",
+        "gauge",
+        "Resident memory of the bot's process group, in bytes.",
+        lambda b, w, n: w.sample(n, b.memory_bytes, bot=b.name),
+    ),
+    (
+        "trio_orch_bot_processes",
+        "gauge",
+        "Live processes in the bot's process group.",
+        lambda b, w, n: w.sample(n, b.processes, bot=b.name),
+    ),
+    (
+        "trio_orch_bot_output_lines_total",
+        "counter",
+        "Lines the bot wrote, by stream, since the manager started.",
+        lambda b, w, n: [
+            w.sample(n, b.output_lines.get(s, 0), bot=b.name, stream=s) for s in STREAMS
+        ],
+    ),
+    (
+        "trio_orch_bot_start_time_seconds",
+        "gauge",
+        "Start time of the bot's current process since the Unix epoch, in seconds.",
+        lambda b, w, n: None if b.start_time is None else w.sample(n, b.start_time, bot=b.name),
+    ),
+)
+
+
 def render(bots: Iterable[BotMetrics], manager: ManagerUsage, version: str = "") -> str:
     """The Prometheus text exposition (format 0.0.4) of the bots and the manager."""
     bots = list(bots)
     out = _Writer()
-    per_bot: list[tuple[str, str, str, Callable[[BotMetrics, _Writer, str], None]]] = [
-        (
-            "trio_orch_bot_up",
-            "gauge",
-            "Whether the bot has a live process (running or paused).",
-            lambda b, w, n: w.sample(n, b.up, bot=b.name),
-        ),
-        (
-            "trio_orch_bot_state",
-            "gauge",
-            "The bot's lifecycle state: 1 for the current state, 0 for the others.",
-            lambda b, w, n: [w.sample(n, b.state == s, bot=b.name, state=s) for s in STATES],
-        ),
-        (
-            "trio_orch_bot_starts_total",
-            "counter",
-            "Starts of the bot's process (user and automatic), as recorded in the state db.",
-            lambda b, w, n: w.sample(n, b.starts, bot=b.name),
-        ),
-        (
-            "trio_orch_bot_restarts_total",
-            "counter",
-            "Automatic restarts of the bot since the manager started.",
-            lambda b, w, n: w.sample(n, b.restarts, bot=b.name),
-        ),
-        (
-            "trio_orch_bot_exits_total",
-            "counter",
-            "Ends of the bot's process since the manager started, by reason.",
-            lambda b, w, n: [
-                w.sample(n, b.exits.get(r, 0), bot=b.name, reason=r) for r in EXIT_REASONS
-            ],
-        ),
-        (
-            "trio_orch_bot_cpu_seconds_total",
-            "counter",
-            "CPU time (user and system) of the bot's process group, in seconds, while sampled.",
-            lambda b, w, n: w.sample(n, b.cpu_seconds, bot=b.name),
-        ),
-        (
-            "trio_orch_bot_memory_bytes",
-            "gauge",
-            "Resident memory of the bot's process group, in bytes.",
-            lambda b, w, n: w.sample(n, b.memory_bytes, bot=b.name),
-        ),
-        (
-            "trio_orch_bot_processes",
-            "gauge",
-            "Live processes in the bot's process group.",
-            lambda b, w, n: w.sample(n, b.processes, bot=b.name),
-        ),
-        (
-            "trio_orch_bot_output_lines_total",
-            "counter",
-            "Lines the bot wrote, by stream, since the manager started.",
-            lambda b, w, n: [
-                w.sample(n, b.output_lines.get(s, 0), bot=b.name, stream=s) for s in STREAMS
-            ],
-        ),
-        (
-            "trio_orch_bot_start_time_seconds",
-            "gauge",
-            "Start time of the bot's current process since the Unix epoch, in seconds.",
-            lambda b, w, n: None if b.start_time is None else w.sample(n, b.start_time, bot=b.name),
-        ),
-    ]
-    for name, kind, help_text, write in per_bot:
+    for name, kind, help_text, write in _BOT_FAMILIES:
         out.family(name, kind, help_text)
         for bot in bots:
             write(bot, out, name)
-    manager_families: list[tuple[str, str, str, float]] = [
+    _write_manager(out, manager)
+    out.family("trio_orch_build_info", "gauge", "The trio-orch version, as a label; always 1.")
+    out.sample("trio_orch_build_info", 1, version=version or "unknown")
+    return "\n".join(out.lines) + "\n"
+
+
+def _write_manager(out: _Writer, manager: ManagerUsage) -> None:
+    families: list[tuple[str, str, str, float]] = [
         (
             "trio_orch_manager_cpu_seconds_total",
             "counter",
@@ -266,12 +276,9 @@ def render(bots: Iterable[BotMetrics], manager: ManagerUsage, version: str = "")
             round(manager.uptime, 2),
         ),
     ]
-    for name, kind, help_text, value in manager_families:
+    for name, kind, help_text, value in families:
         out.family(name, kind, help_text)
         out.sample(name, value)
-    out.family("trio_orch_build_info", "gauge", "The trio-orch version, as a label; always 1.")
-    out.sample("trio_orch_build_info", 1, version=version or "unknown")
-    return "\n".join(out.lines) + "\n"
 
 
 def bot_metrics(
