@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trio_orchestrator import __version__
-from trio_orchestrator.commands import ALL
 from trio_orchestrator.errors import (
     EXIT_ACTION_FAILED,
     EXIT_OK,
@@ -450,6 +449,8 @@ def cmd_action(args: argparse.Namespace) -> int:
     try:
         reply = _ask_manager(args, {"command": args.command, "names": args.names})
     except ManagerNotRunning:
+        from trio_orchestrator.commands import ALL  # attrs: only on this path
+
         # Tell a typo from a stopped manager, reading the config only on this path.
         config = _load_config(args)
         for name in args.names:
