@@ -530,6 +530,110 @@ def _escape_dollars(value: Any) -> Any:
     return value
 
 
+def _write_dockerfile(bot: BotConfig, config: Config, output: Path, files: dict[Path, str]) -> Path:
+    """Add the Python bot's Dockerfile to *files*, beside *output*; return its path."""
+    dockerfile = _dockerfile_path(bot, output)
+    files[dockerfile] = _dockerfile(bot, config)
+    return dockerfile
+
+
+def _warn_needs_image(bot: BotConfig, report: _Report, image: str) -> None:
+    report.warn(
+        bot, "command", f"needs an image that provides {bot.command[0]!r} (a command bot); "
+        f"pass --image, or build {image!r} yourself"
+    )  # fmt: skip
+
+
+def _container_command(bot: BotConfig, report: _Report) -> list[str]:
+    """The container's argv: the bot's, behind the heartbeat file's touch when it has one."""
+    argv = _container_argv(bot, report)
+    if bot.heartbeat_timeout is not None:
+        return _heartbeat_wrapped(argv)
+    return argv
+
+
+def _bot_labels(bot: BotConfig, prefix: str) -> dict[str, str]:
+    """The bot's name and description as compose labels or Kubernetes annotations."""
+    labels = {f"{prefix}bot": bot.name}
+    if bot.description:
+        labels[f"{prefix}description"] = bot.description
+    return labels
+
+
+def _compose_image(
+    bot: BotConfig,
+    config: Config,
+    *,
+    output: Path,
+    names: dict[str, str],
+    image: str | None,
+    report: _Report,
+    files: dict[Path, str],
+) -> dict[str, Any]:
+    """``image`` (and ``build`` with a generated Dockerfile for a Python bot without one)."""
+    named = _image_name(bot, names, image)
+    if named is not None:
+        return {"image": named}
+    built = f"{PREFIX}-{names[bot.name]}"
+    if not bot.is_python:
+        _warn_needs_image(bot, report, built)
+        return {"image": built}
+    dockerfile = _write_dockerfile(bot, config, output, files)
+    context = {
+        "context": _relative(bot.directory, output.parent),
+        "dockerfile": os.path.relpath(dockerfile, bot.directory),
+    }
+    return {"build": context, "image": built}
+
+
+def _compose_restart(bot: BotConfig, report: _Report) -> str:
+    if bot.restart is RestartPolicy.ON_FAILURE and bot.max_restart_attempts == 0:
+        restart = "no"  # docker reads on-failure:0 as "no limit"
+    elif bot.restart is RestartPolicy.ON_FAILURE:
+        restart = f"on-failure:{bot.max_restart_attempts}"
+        if bot.restart_window is not None:
+            report.warn(bot, "restart_window", "docker counts every restart; no window")
+    elif bot.restart is RestartPolicy.ALWAYS:
+        # Like trio-orch, a container the user stopped stays stopped.
+        restart = "unless-stopped"
+        report.warn(bot, "max_restart_attempts", "docker never gives up on restart: unless-stopped")
+    else:
+        restart = "no"
+    if restart != "no":
+        report.warn(
+            bot, "restart_delay", "docker waits its own delay (100 ms, doubling) before a "
+            "restart; restart_delay/restart_backoff are not expressible"
+        )  # fmt: skip
+    return restart
+
+
+def _compose_environment(bot: BotConfig) -> dict[str, str]:
+    environment = {"PYTHONUNBUFFERED": "1", **dict(bot.env)}
+    if bot.heartbeat_timeout is not None:
+        environment[HEARTBEAT_VARIABLE] = HEARTBEAT_FILE
+    return environment
+
+
+def _warn_dollars_in_env_file(bot: BotConfig, report: _Report) -> None:
+    values = _env_file(bot, report, values=True) or {}  # warns when unreadable
+    dollars = sorted(key for key, value in values.items() if "$" in value)
+    if dollars:
+        report.warn(
+            bot, "env_file", f"{', '.join(dollars)}: docker compose v2 expands $NAME in "
+            "env_file values, trio-orch does not; write $$ there"
+        )  # fmt: skip
+
+
+def _healthcheck(bot: BotConfig) -> dict[str, Any]:
+    return {
+        "test": ["CMD", "sh", "-c", _heartbeat_test(bot)],
+        "interval": f"{_probe_period(bot)}s",
+        "timeout": f"{PROBE_TIMEOUT}s",
+        "retries": 1,
+        "start_period": f"{_heartbeat_grace(bot)}s",
+    }
+
+
 def _compose_service(
     bot: BotConfig,
     config: Config,
@@ -542,65 +646,22 @@ def _compose_service(
 ) -> dict[str, Any]:
     _common_warnings(bot, report, "compose")
     base = output.parent
-    service: dict[str, Any] = {}
-    named = _image_name(bot, names, image)
-    if named is not None:
-        service["image"] = named
-    elif bot.is_python:
-        dockerfile = _dockerfile_path(bot, output)
-        files[dockerfile] = _dockerfile(bot, config)
-        service["build"] = {
-            "context": _relative(bot.directory, base),
-            "dockerfile": os.path.relpath(dockerfile, bot.directory),
-        }
-        service["image"] = f"{PREFIX}-{names[bot.name]}"
-    else:
-        service["image"] = f"{PREFIX}-{names[bot.name]}"
-        report.warn(
-            bot, "command", f"needs an image that provides {bot.command[0]!r} (a command bot); "
-            f"pass --image, or build {service['image']!r} yourself"
-        )  # fmt: skip
-    argv = _container_argv(bot, report)
-    if bot.heartbeat_timeout is not None:
-        argv = _heartbeat_wrapped(argv)
+    service = _compose_image(
+        bot, config, output=output, names=names, image=image, report=report, files=files
+    )
     service["working_dir"] = APP_DIRECTORY
-    service["command"] = argv
+    service["command"] = _container_command(bot, report)
     # An init as PID 1: a bot there would ignore SIGTERM unless it handles it.
     service["init"] = True
     if not bot.autostart:
         service["profiles"] = ["manual"]
-    if bot.restart is RestartPolicy.ON_FAILURE and bot.max_restart_attempts == 0:
-        service["restart"] = "no"  # docker reads on-failure:0 as "no limit"
-    elif bot.restart is RestartPolicy.ON_FAILURE:
-        service["restart"] = f"on-failure:{bot.max_restart_attempts}"
-        if bot.restart_window is not None:
-            report.warn(bot, "restart_window", "docker counts every restart; no window")
-    elif bot.restart is RestartPolicy.ALWAYS:
-        # Like trio-orch, a container the user stopped stays stopped.
-        service["restart"] = "unless-stopped"
-        report.warn(bot, "max_restart_attempts", "docker never gives up on restart: unless-stopped")
-    else:
-        service["restart"] = "no"
-    if service["restart"] != "no":
-        report.warn(
-            bot, "restart_delay", "docker waits its own delay (100 ms, doubling) before a "
-            "restart; restart_delay/restart_backoff are not expressible"
-        )  # fmt: skip
+    service["restart"] = _compose_restart(bot, report)
     service["stop_signal"] = bot.stop_signal.name
     service["stop_grace_period"] = f"{_seconds(bot.stop_timeout)}s"
-    environment = {"PYTHONUNBUFFERED": "1", **dict(bot.env)}
-    if bot.heartbeat_timeout is not None:
-        environment[HEARTBEAT_VARIABLE] = HEARTBEAT_FILE
-    service["environment"] = environment
+    service["environment"] = _compose_environment(bot)
     if bot.env_file is not None:
         service["env_file"] = [_relative(bot.env_file, base)]
-        values = _env_file(bot, report, values=True) or {}  # warns when unreadable
-        dollars = sorted(key for key, value in values.items() if "$" in value)
-        if dollars:
-            report.warn(
-                bot, "env_file", f"{', '.join(dollars)}: docker compose v2 expands $NAME in "
-                "env_file values, trio-orch does not; write $$ there"
-            )  # fmt: skip
+        _warn_dollars_in_env_file(bot, report)
     service["volumes"] = [
         {"type": "bind", "source": _relative(bot.directory, base), "target": APP_DIRECTORY}
     ]
@@ -608,21 +669,12 @@ def _compose_service(
         service["mem_limit"] = bot.max_memory
     if bot.heartbeat_timeout is not None:
         service["tmpfs"] = [HEARTBEAT_DIRECTORY]
-        service["healthcheck"] = {
-            "test": ["CMD", "sh", "-c", _heartbeat_test(bot)],
-            "interval": f"{_probe_period(bot)}s",
-            "timeout": f"{PROBE_TIMEOUT}s",
-            "retries": 1,
-            "start_period": f"{_heartbeat_grace(bot)}s",
-        }
+        service["healthcheck"] = _healthcheck(bot)
         report.warn(
             bot, "heartbeat_timeout", "a compose healthcheck marks a hung bot unhealthy but "
             "does not restart it (use an autoheal container or Kubernetes)"
         )  # fmt: skip
-    labels = {"trio-orch.bot": bot.name}
-    if bot.description:
-        labels["trio-orch.description"] = bot.description
-    service["labels"] = labels
+    service["labels"] = _bot_labels(bot, "trio-orch.")
     return _escape_dollars(service)
 
 
