@@ -297,6 +297,62 @@ def _backoff_steps(bot: BotConfig) -> int | None:
     return max(1, math.ceil(math.log(ratio) / math.log(bot.restart_backoff)))
 
 
+_SYSTEMD_RESTART = {
+    RestartPolicy.ON_FAILURE: "on-failure",
+    RestartPolicy.ALWAYS: "always",
+    RestartPolicy.NEVER: "no",
+}
+
+
+def _systemd_environment(bot: BotConfig, report: _Report) -> list[str]:
+    """``Environment=`` lines for the bot's env and ``EnvironmentFile=`` for its env_file."""
+    lines = [
+        f"Environment={systemd_quote(f'{name}={value}', variables=False)}"
+        for name, value in bot.env
+    ]
+    if bot.env_file is None:
+        return lines
+    lines.append(f"EnvironmentFile={_systemd_path(bot.env_file)}")
+    keys = _env_file(bot, report) or {}
+    both = sorted(set(keys) & {name for name, _ in bot.env})
+    if both:
+        report.warn(
+            bot, "env", f"{', '.join(both)} also in env_file: systemd's EnvironmentFile= "
+            "wins over Environment=, trio-orch's env wins over env_file; keep one"
+        )  # fmt: skip
+    for feature in _dotenv_only(bot.env_file):
+        report.warn(bot, "env_file", f"uses {feature}, which systemd reads differently")
+    return lines
+
+
+def _systemd_restart(bot: BotConfig, report: _Report) -> list[str]:
+    lines = [f"Restart={_SYSTEMD_RESTART[bot.restart]}"]
+    if bot.restart is RestartPolicy.ON_FAILURE:
+        # systemd counts deaths by these signals as clean exits; trio-orch restarts them.
+        lines.append(f"RestartForceExitStatus={_SIGNALS_SYSTEMD_CALLS_CLEAN}")
+    lines.append(f"RestartSec={_seconds(bot.restart_delay)}")
+    steps = _backoff_steps(bot)
+    if steps is not None:
+        lines += [f"RestartSteps={steps}", f"RestartMaxDelaySec={_seconds(bot.max_restart_delay)}"]
+        report.warn(
+            bot, "restart_backoff", f"RestartSteps=/RestartMaxDelaySec= need systemd >= "
+            f"{SYSTEMD_VERSION_FOR_BACKOFF}; older versions ignore them (fixed RestartSec=)"
+        )  # fmt: skip
+    elif bot.restart_backoff > 1:
+        report.warn(bot, "restart_backoff", "no growth possible from restart_delay 0; ignored")
+    return lines
+
+
+def _systemd_stop(bot: BotConfig) -> list[str]:
+    # stop_timeout 0 means SIGKILL at once; TimeoutStopSec=0 would mean "never".
+    stop = _seconds(bot.stop_timeout) if bot.stop_timeout > 0 else "1ms"
+    return [
+        "KillMode=control-group",
+        f"KillSignal={bot.stop_signal.name}",
+        f"TimeoutStopSec={stop}",
+    ]
+
+
 def _systemd_unit(bot: BotConfig, config: Config, user: str | None, report: _Report) -> str:
     _common_warnings(bot, report, "systemd")
     burst, interval = _start_limit(bot)
@@ -314,50 +370,12 @@ def _systemd_unit(bot: BotConfig, config: Config, user: str | None, report: _Rep
         f"WorkingDirectory={_systemd_path(bot.directory)}",
         "Environment=PYTHONUNBUFFERED=1",
     ]
-    unit += [
-        f"Environment={systemd_quote(f'{name}={value}', variables=False)}"
-        for name, value in bot.env
-    ]
-    if bot.env_file is not None:
-        unit.append(f"EnvironmentFile={_systemd_path(bot.env_file)}")
-        keys = _env_file(bot, report) or {}
-        both = sorted(set(keys) & {name for name, _ in bot.env})
-        if both:
-            report.warn(
-                bot, "env", f"{', '.join(both)} also in env_file: systemd's EnvironmentFile= "
-                "wins over Environment=, trio-orch's env wins over env_file; keep one"
-            )  # fmt: skip
-        for feature in _dotenv_only(bot.env_file):
-            report.warn(bot, "env_file", f"uses {feature}, which systemd reads differently")
+    unit += _systemd_environment(bot, report)
     unit.append("ExecStart=" + " ".join(systemd_quote(word) for word in _program(bot, report)))
     if user is not None:
         unit.append(f"User={_systemd_path(user)}")
-    restart = {
-        RestartPolicy.ON_FAILURE: "on-failure",
-        RestartPolicy.ALWAYS: "always",
-        RestartPolicy.NEVER: "no",
-    }[bot.restart]
-    unit.append(f"Restart={restart}")
-    if bot.restart is RestartPolicy.ON_FAILURE:
-        # systemd counts deaths by these signals as clean exits; trio-orch restarts them.
-        unit.append(f"RestartForceExitStatus={_SIGNALS_SYSTEMD_CALLS_CLEAN}")
-    unit.append(f"RestartSec={_seconds(bot.restart_delay)}")
-    steps = _backoff_steps(bot)
-    if steps is not None:
-        unit += [f"RestartSteps={steps}", f"RestartMaxDelaySec={_seconds(bot.max_restart_delay)}"]
-        report.warn(
-            bot, "restart_backoff", f"RestartSteps=/RestartMaxDelaySec= need systemd >= "
-            f"{SYSTEMD_VERSION_FOR_BACKOFF}; older versions ignore them (fixed RestartSec=)"
-        )  # fmt: skip
-    elif bot.restart_backoff > 1:
-        report.warn(bot, "restart_backoff", "no growth possible from restart_delay 0; ignored")
-    # stop_timeout 0 means SIGKILL at once; TimeoutStopSec=0 would mean "never".
-    stop = _seconds(bot.stop_timeout) if bot.stop_timeout > 0 else "1ms"
-    unit += [
-        "KillMode=control-group",
-        f"KillSignal={bot.stop_signal.name}",
-        f"TimeoutStopSec={stop}",
-    ]
+    unit += _systemd_restart(bot, report)
+    unit += _systemd_stop(bot)
     if bot.max_memory is not None:
         unit.append(f"MemoryMax={bot.max_memory}")
     if bot.heartbeat_timeout is not None:
