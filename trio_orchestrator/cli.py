@@ -34,6 +34,7 @@ from trio_orchestrator.units import human_bytes, human_percent
 
 if TYPE_CHECKING:
     from trio_orchestrator.config import BotConfig, Config
+    from trio_orchestrator.export import Export
     from trio_orchestrator.views import Paths
 
 __all__ = ["main", "main_exit"]
@@ -564,9 +565,24 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Write the export's files (never over existing ones without --force); warnings to
     stderr, one line each naming the bot and the key."""
-    from trio_orchestrator import export
+    misplaced = _misplaced_export_options(args)
+    if misplaced:
+        print(f"trio-orch: export {args.target}: {', '.join(misplaced)} not for this target",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    result = _export(args, _load_config(args))
+    _write_export_files(result.files, force=args.force)
+    _warn(*(f"export {args.target}: {warning}" for warning in result.warnings))
+    if result.notes:
+        print("next:")
+        for note in result.notes:
+            print(f"  {note}")
+    return EXIT_OK
 
-    misplaced = [
+
+def _misplaced_export_options(args: argparse.Namespace) -> list[str]:
+    """The options given that the chosen target does not take."""
+    return [
         option
         for option, given, target in (
             ("--self", args.self_unit, "systemd"),
@@ -576,33 +592,41 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
         if given and args.target not in target.split(" or ")
     ]
-    if misplaced:
-        print(f"trio-orch: export {args.target}: {', '.join(misplaced)} not for this target",
-              file=sys.stderr)  # fmt: skip
-        return EXIT_USAGE
-    config = _load_config(args)
+
+
+def _export(args: argparse.Namespace, config: Config) -> Export:
+    from trio_orchestrator import export
+
     path = args.path.absolute()
     if args.target == "systemd" and args.self_unit:
-        # Absolute paths: the unit's working directory is not this shell's.
-        argv = [sys.executable, "-m", "trio_orchestrator", "--config", str(config.path)]
-        for option in ("db", "commands", "socket"):
-            if getattr(args, option) is not None:
-                argv += [f"--{option}", str(getattr(args, option).absolute())]
-        argv.append("start_all")
-        result = export.export_systemd_self(config, path, user=args.user, command=argv)
-    elif args.target == "systemd":
-        result = export.export_systemd(config, path, user=args.user)
-    elif args.target == "compose":
-        result = export.export_compose(config, path, image=args.image)
-    else:
-        result = export.export_kubernetes(
-            config, path, image=args.image, include_secrets=args.include_secrets
-        )
+        argv = _manager_argv(args, config)
+        return export.export_systemd_self(config, path, user=args.user, command=argv)
+    if args.target == "systemd":
+        return export.export_systemd(config, path, user=args.user)
+    if args.target == "compose":
+        return export.export_compose(config, path, image=args.image)
+    return export.export_kubernetes(
+        config, path, image=args.image, include_secrets=args.include_secrets
+    )
+
+
+def _manager_argv(args: argparse.Namespace, config: Config) -> list[str]:
+    """The argv a ``--self`` unit runs: this manager with the given config and paths."""
+    # Absolute paths: the unit's working directory is not this shell's.
+    argv = [sys.executable, "-m", "trio_orchestrator", "--config", str(config.path)]
+    for option in ("db", "commands", "socket"):
+        if getattr(args, option) is not None:
+            argv += [f"--{option}", str(getattr(args, option).absolute())]
+    argv.append("start_all")
+    return argv
+
+
+def _write_export_files(files: dict[Path, str], *, force: bool) -> None:
     # A file that already holds this text is left alone: the compose and Kubernetes
     # exports share the Dockerfiles when written to one directory.
-    files = {file: text for file, text in result.files.items() if not _holds(file, text)}
+    files = {file: text for file, text in files.items() if not _holds(file, text)}
     existing = [str(file) for file in files if file.exists() or file.is_symlink()]
-    if existing and not args.force:
+    if existing and not force:
         raise ActionFailed(
             f"export: {', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
             "nothing written (add --force to overwrite)"
@@ -614,12 +638,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ActionFailed(f"export: cannot write {file}: {exc.strerror or exc}") from None
         print(f"wrote {file}")
-    _warn(*(f"export {args.target}: {warning}" for warning in result.warnings))
-    if result.notes:
-        print("next:")
-        for note in result.notes:
-            print(f"  {note}")
-    return EXIT_OK
 
 
 def _holds(file: Path, text: str) -> bool:

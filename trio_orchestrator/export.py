@@ -297,6 +297,62 @@ def _backoff_steps(bot: BotConfig) -> int | None:
     return max(1, math.ceil(math.log(ratio) / math.log(bot.restart_backoff)))
 
 
+_SYSTEMD_RESTART = {
+    RestartPolicy.ON_FAILURE: "on-failure",
+    RestartPolicy.ALWAYS: "always",
+    RestartPolicy.NEVER: "no",
+}
+
+
+def _systemd_environment(bot: BotConfig, report: _Report) -> list[str]:
+    """``Environment=`` lines for the bot's env and ``EnvironmentFile=`` for its env_file."""
+    lines = [
+        f"Environment={systemd_quote(f'{name}={value}', variables=False)}"
+        for name, value in bot.env
+    ]
+    if bot.env_file is None:
+        return lines
+    lines.append(f"EnvironmentFile={_systemd_path(bot.env_file)}")
+    keys = _env_file(bot, report) or {}
+    both = sorted(set(keys) & {name for name, _ in bot.env})
+    if both:
+        report.warn(
+            bot, "env", f"{', '.join(both)} also in env_file: systemd's EnvironmentFile= "
+            "wins over Environment=, trio-orch's env wins over env_file; keep one"
+        )  # fmt: skip
+    for feature in _dotenv_only(bot.env_file):
+        report.warn(bot, "env_file", f"uses {feature}, which systemd reads differently")
+    return lines
+
+
+def _systemd_restart(bot: BotConfig, report: _Report) -> list[str]:
+    lines = [f"Restart={_SYSTEMD_RESTART[bot.restart]}"]
+    if bot.restart is RestartPolicy.ON_FAILURE:
+        # systemd counts deaths by these signals as clean exits; trio-orch restarts them.
+        lines.append(f"RestartForceExitStatus={_SIGNALS_SYSTEMD_CALLS_CLEAN}")
+    lines.append(f"RestartSec={_seconds(bot.restart_delay)}")
+    steps = _backoff_steps(bot)
+    if steps is not None:
+        lines += [f"RestartSteps={steps}", f"RestartMaxDelaySec={_seconds(bot.max_restart_delay)}"]
+        report.warn(
+            bot, "restart_backoff", f"RestartSteps=/RestartMaxDelaySec= need systemd >= "
+            f"{SYSTEMD_VERSION_FOR_BACKOFF}; older versions ignore them (fixed RestartSec=)"
+        )  # fmt: skip
+    elif bot.restart_backoff > 1:
+        report.warn(bot, "restart_backoff", "no growth possible from restart_delay 0; ignored")
+    return lines
+
+
+def _systemd_stop(bot: BotConfig) -> list[str]:
+    # stop_timeout 0 means SIGKILL at once; TimeoutStopSec=0 would mean "never".
+    stop = _seconds(bot.stop_timeout) if bot.stop_timeout > 0 else "1ms"
+    return [
+        "KillMode=control-group",
+        f"KillSignal={bot.stop_signal.name}",
+        f"TimeoutStopSec={stop}",
+    ]
+
+
 def _systemd_unit(bot: BotConfig, config: Config, user: str | None, report: _Report) -> str:
     _common_warnings(bot, report, "systemd")
     burst, interval = _start_limit(bot)
@@ -314,50 +370,12 @@ def _systemd_unit(bot: BotConfig, config: Config, user: str | None, report: _Rep
         f"WorkingDirectory={_systemd_path(bot.directory)}",
         "Environment=PYTHONUNBUFFERED=1",
     ]
-    unit += [
-        f"Environment={systemd_quote(f'{name}={value}', variables=False)}"
-        for name, value in bot.env
-    ]
-    if bot.env_file is not None:
-        unit.append(f"EnvironmentFile={_systemd_path(bot.env_file)}")
-        keys = _env_file(bot, report) or {}
-        both = sorted(set(keys) & {name for name, _ in bot.env})
-        if both:
-            report.warn(
-                bot, "env", f"{', '.join(both)} also in env_file: systemd's EnvironmentFile= "
-                "wins over Environment=, trio-orch's env wins over env_file; keep one"
-            )  # fmt: skip
-        for feature in _dotenv_only(bot.env_file):
-            report.warn(bot, "env_file", f"uses {feature}, which systemd reads differently")
+    unit += _systemd_environment(bot, report)
     unit.append("ExecStart=" + " ".join(systemd_quote(word) for word in _program(bot, report)))
     if user is not None:
         unit.append(f"User={_systemd_path(user)}")
-    restart = {
-        RestartPolicy.ON_FAILURE: "on-failure",
-        RestartPolicy.ALWAYS: "always",
-        RestartPolicy.NEVER: "no",
-    }[bot.restart]
-    unit.append(f"Restart={restart}")
-    if bot.restart is RestartPolicy.ON_FAILURE:
-        # systemd counts deaths by these signals as clean exits; trio-orch restarts them.
-        unit.append(f"RestartForceExitStatus={_SIGNALS_SYSTEMD_CALLS_CLEAN}")
-    unit.append(f"RestartSec={_seconds(bot.restart_delay)}")
-    steps = _backoff_steps(bot)
-    if steps is not None:
-        unit += [f"RestartSteps={steps}", f"RestartMaxDelaySec={_seconds(bot.max_restart_delay)}"]
-        report.warn(
-            bot, "restart_backoff", f"RestartSteps=/RestartMaxDelaySec= need systemd >= "
-            f"{SYSTEMD_VERSION_FOR_BACKOFF}; older versions ignore them (fixed RestartSec=)"
-        )  # fmt: skip
-    elif bot.restart_backoff > 1:
-        report.warn(bot, "restart_backoff", "no growth possible from restart_delay 0; ignored")
-    # stop_timeout 0 means SIGKILL at once; TimeoutStopSec=0 would mean "never".
-    stop = _seconds(bot.stop_timeout) if bot.stop_timeout > 0 else "1ms"
-    unit += [
-        "KillMode=control-group",
-        f"KillSignal={bot.stop_signal.name}",
-        f"TimeoutStopSec={stop}",
-    ]
+    unit += _systemd_restart(bot, report)
+    unit += _systemd_stop(bot)
     if bot.max_memory is not None:
         unit.append(f"MemoryMax={bot.max_memory}")
     if bot.heartbeat_timeout is not None:
@@ -416,6 +434,18 @@ def export_systemd_self(
         command
         or [sys.executable, "-m", "trio_orchestrator", "--config", str(config.path), "start_all"]
     )
+    path = directory / f"{PREFIX}.service"
+    report = _Report(
+        notes=[
+            f"sudo cp {path} /etc/systemd/system/",
+            f"sudo systemctl daemon-reload && sudo systemctl enable --now {path.name}",
+        ]
+    )
+    return report.result({path: _manager_unit(config, argv, user)})
+
+
+def _manager_unit(config: Config, argv: list[str], user: str | None) -> str:
+    """The unit that runs the manager with *argv*."""
     longest = max((bot.stop_timeout for bot in config.bots.values()), default=0.0)
     unit = [
         f"# Generated by `trio-orch export systemd --self` from {config.path}.",
@@ -440,23 +470,37 @@ def export_systemd_self(
         "[Install]",
         "WantedBy=multi-user.target",
     ]
-    report = _Report(
-        notes=[
-            f"sudo cp {directory / 'trio-orch.service'} /etc/systemd/system/",
-            "sudo systemctl daemon-reload && sudo systemctl enable --now trio-orch.service",
-        ]
-    )
-    return report.result({directory / "trio-orch.service": "\n".join(unit) + "\n"})
+    return "\n".join(unit) + "\n"
 
 
 # ----- containers (compose, Kubernetes) -----
 
 
-def _image_name(bot: BotConfig, names: dict[str, str], image: str | None) -> str | None:
-    """``--image`` with ``{name}`` filled in, or None when the export builds one."""
-    if image is None:
-        return None
-    return image.replace("{name}", names[bot.name])
+@attrs.frozen
+class _Images:
+    """Where a container export gets each bot's image: ``--image`` (*template*), or one it
+    builds from a generated Dockerfile, which goes into *files* beside *output*."""
+
+    config: Config
+    output: Path
+    names: dict[str, str]  # bot name -> DNS name
+    template: str | None
+    files: dict[Path, str]
+
+    def given(self, bot: BotConfig) -> str | None:
+        """``--image`` with ``{name}`` filled in, or None when the export builds one."""
+        if self.template is None:
+            return None
+        return self.template.replace("{name}", self.names[bot.name])
+
+    def built(self, bot: BotConfig) -> str:
+        return f"{PREFIX}-{self.names[bot.name]}"
+
+    def write_dockerfile(self, bot: BotConfig) -> Path:
+        """Add the Python bot's Dockerfile to the files; return its path."""
+        dockerfile = _dockerfile_path(bot, self.output)
+        self.files[dockerfile] = _dockerfile(bot, self.config)
+        return dockerfile
 
 
 def _container_argv(bot: BotConfig, report: _Report) -> list[str]:
@@ -530,77 +574,111 @@ def _escape_dollars(value: Any) -> Any:
     return value
 
 
-def _compose_service(
-    bot: BotConfig,
-    config: Config,
-    *,
-    output: Path,
-    names: dict[str, str],
-    image: str | None,
-    report: _Report,
-    files: dict[Path, str],
-) -> dict[str, Any]:
-    _common_warnings(bot, report, "compose")
-    base = output.parent
-    service: dict[str, Any] = {}
-    named = _image_name(bot, names, image)
-    if named is not None:
-        service["image"] = named
-    elif bot.is_python:
-        dockerfile = _dockerfile_path(bot, output)
-        files[dockerfile] = _dockerfile(bot, config)
-        service["build"] = {
-            "context": _relative(bot.directory, base),
-            "dockerfile": os.path.relpath(dockerfile, bot.directory),
-        }
-        service["image"] = f"{PREFIX}-{names[bot.name]}"
-    else:
-        service["image"] = f"{PREFIX}-{names[bot.name]}"
-        report.warn(
-            bot, "command", f"needs an image that provides {bot.command[0]!r} (a command bot); "
-            f"pass --image, or build {service['image']!r} yourself"
-        )  # fmt: skip
+def _warn_needs_image(bot: BotConfig, report: _Report, image: str) -> None:
+    report.warn(
+        bot, "command", f"needs an image that provides {bot.command[0]!r} (a command bot); "
+        f"pass --image, or build {image!r} yourself"
+    )  # fmt: skip
+
+
+def _container_command(bot: BotConfig, report: _Report) -> list[str]:
+    """The container's argv: the bot's, behind the heartbeat file's touch when it has one."""
     argv = _container_argv(bot, report)
     if bot.heartbeat_timeout is not None:
-        argv = _heartbeat_wrapped(argv)
-    service["working_dir"] = APP_DIRECTORY
-    service["command"] = argv
-    # An init as PID 1: a bot there would ignore SIGTERM unless it handles it.
-    service["init"] = True
-    if not bot.autostart:
-        service["profiles"] = ["manual"]
+        return _heartbeat_wrapped(argv)
+    return argv
+
+
+def _bot_labels(bot: BotConfig, prefix: str) -> dict[str, str]:
+    """The bot's name and description as compose labels or Kubernetes annotations."""
+    labels = {f"{prefix}bot": bot.name}
+    if bot.description:
+        labels[f"{prefix}description"] = bot.description
+    return labels
+
+
+def _compose_image(bot: BotConfig, images: _Images, report: _Report) -> dict[str, Any]:
+    """``image`` (and ``build`` with a generated Dockerfile for a Python bot without one)."""
+    named = images.given(bot)
+    if named is not None:
+        return {"image": named}
+    built = images.built(bot)
+    if not bot.is_python:
+        _warn_needs_image(bot, report, built)
+        return {"image": built}
+    dockerfile = images.write_dockerfile(bot)
+    context = {
+        "context": _relative(bot.directory, images.output.parent),
+        "dockerfile": os.path.relpath(dockerfile, bot.directory),
+    }
+    return {"build": context, "image": built}
+
+
+def _compose_restart(bot: BotConfig, report: _Report) -> str:
     if bot.restart is RestartPolicy.ON_FAILURE and bot.max_restart_attempts == 0:
-        service["restart"] = "no"  # docker reads on-failure:0 as "no limit"
+        restart = "no"  # docker reads on-failure:0 as "no limit"
     elif bot.restart is RestartPolicy.ON_FAILURE:
-        service["restart"] = f"on-failure:{bot.max_restart_attempts}"
+        restart = f"on-failure:{bot.max_restart_attempts}"
         if bot.restart_window is not None:
             report.warn(bot, "restart_window", "docker counts every restart; no window")
     elif bot.restart is RestartPolicy.ALWAYS:
         # Like trio-orch, a container the user stopped stays stopped.
-        service["restart"] = "unless-stopped"
+        restart = "unless-stopped"
         report.warn(bot, "max_restart_attempts", "docker never gives up on restart: unless-stopped")
     else:
-        service["restart"] = "no"
-    if service["restart"] != "no":
+        restart = "no"
+    if restart != "no":
         report.warn(
             bot, "restart_delay", "docker waits its own delay (100 ms, doubling) before a "
             "restart; restart_delay/restart_backoff are not expressible"
         )  # fmt: skip
-    service["stop_signal"] = bot.stop_signal.name
-    service["stop_grace_period"] = f"{_seconds(bot.stop_timeout)}s"
+    return restart
+
+
+def _compose_environment(bot: BotConfig) -> dict[str, str]:
     environment = {"PYTHONUNBUFFERED": "1", **dict(bot.env)}
     if bot.heartbeat_timeout is not None:
         environment[HEARTBEAT_VARIABLE] = HEARTBEAT_FILE
-    service["environment"] = environment
+    return environment
+
+
+def _warn_dollars_in_env_file(bot: BotConfig, report: _Report) -> None:
+    values = _env_file(bot, report, values=True) or {}  # warns when unreadable
+    dollars = sorted(key for key, value in values.items() if "$" in value)
+    if dollars:
+        report.warn(
+            bot, "env_file", f"{', '.join(dollars)}: docker compose v2 expands $NAME in "
+            "env_file values, trio-orch does not; write $$ there"
+        )  # fmt: skip
+
+
+def _healthcheck(bot: BotConfig) -> dict[str, Any]:
+    return {
+        "test": ["CMD", "sh", "-c", _heartbeat_test(bot)],
+        "interval": f"{_probe_period(bot)}s",
+        "timeout": f"{PROBE_TIMEOUT}s",
+        "retries": 1,
+        "start_period": f"{_heartbeat_grace(bot)}s",
+    }
+
+
+def _compose_service(bot: BotConfig, images: _Images, report: _Report) -> dict[str, Any]:
+    _common_warnings(bot, report, "compose")
+    base = images.output.parent
+    service = _compose_image(bot, images, report)
+    service["working_dir"] = APP_DIRECTORY
+    service["command"] = _container_command(bot, report)
+    # An init as PID 1: a bot there would ignore SIGTERM unless it handles it.
+    service["init"] = True
+    if not bot.autostart:
+        service["profiles"] = ["manual"]
+    service["restart"] = _compose_restart(bot, report)
+    service["stop_signal"] = bot.stop_signal.name
+    service["stop_grace_period"] = f"{_seconds(bot.stop_timeout)}s"
+    service["environment"] = _compose_environment(bot)
     if bot.env_file is not None:
         service["env_file"] = [_relative(bot.env_file, base)]
-        values = _env_file(bot, report, values=True) or {}  # warns when unreadable
-        dollars = sorted(key for key, value in values.items() if "$" in value)
-        if dollars:
-            report.warn(
-                bot, "env_file", f"{', '.join(dollars)}: docker compose v2 expands $NAME in "
-                "env_file values, trio-orch does not; write $$ there"
-            )  # fmt: skip
+        _warn_dollars_in_env_file(bot, report)
     service["volumes"] = [
         {"type": "bind", "source": _relative(bot.directory, base), "target": APP_DIRECTORY}
     ]
@@ -608,21 +686,12 @@ def _compose_service(
         service["mem_limit"] = bot.max_memory
     if bot.heartbeat_timeout is not None:
         service["tmpfs"] = [HEARTBEAT_DIRECTORY]
-        service["healthcheck"] = {
-            "test": ["CMD", "sh", "-c", _heartbeat_test(bot)],
-            "interval": f"{_probe_period(bot)}s",
-            "timeout": f"{PROBE_TIMEOUT}s",
-            "retries": 1,
-            "start_period": f"{_heartbeat_grace(bot)}s",
-        }
+        service["healthcheck"] = _healthcheck(bot)
         report.warn(
             bot, "heartbeat_timeout", "a compose healthcheck marks a hung bot unhealthy but "
             "does not restart it (use an autoheal container or Kubernetes)"
         )  # fmt: skip
-    labels = {"trio-orch.bot": bot.name}
-    if bot.description:
-        labels["trio-orch.description"] = bot.description
-    service["labels"] = labels
+    service["labels"] = _bot_labels(bot, "trio-orch.")
     return _escape_dollars(service)
 
 
@@ -634,17 +703,11 @@ def export_compose(config: Config, output: Path, *, image: str | None = None) ->
     """
     report = _Report()
     _global_warnings(config, report)
-    names = _dns_names(config)
-    files: dict[Path, str] = {}
-    services = {
-        bot.name: _compose_service(
-            bot, config, output=output, names=names, image=image, report=report, files=files
-        )
-        for bot in config.bots.values()
-    }
+    images = _Images(config, output, _dns_names(config), image, files={})
+    services = {bot.name: _compose_service(bot, images, report) for bot in config.bots.values()}
     header = f"# Generated by `trio-orch export compose` from {config.path}.\n"
     document = {"version": "2.4", "services": services}
-    files = {output: header + dump_yaml(document), **files}
+    files = {output: header + dump_yaml(document), **images.files}
     report.notes += [
         f"docker compose -f {output} up -d --build",
         f"docker compose -f {output} logs -f",
@@ -683,76 +746,48 @@ def _secret(
     return secret
 
 
-def _deployment(
-    bot: BotConfig,
-    config: Config,
-    *,
-    output: Path,
-    names: dict[str, str],
-    image: str | None,
-    report: _Report,
-    files: dict[Path, str],
-) -> dict[str, Any]:
-    _common_warnings(bot, report, "Kubernetes")
-    name = names[bot.name]
-    container: dict[str, Any] = {"name": name}
-    named = _image_name(bot, names, image)
+def _kubernetes_image(bot: BotConfig, images: _Images, report: _Report) -> dict[str, Any]:
+    """``image``: ``--image``, or one to build and push (a Dockerfile for a Python bot)."""
+    named = images.given(bot)
     if named is not None:
-        container["image"] = named
-    else:
-        container["image"] = f"{PREFIX}-{name}:latest"
-        container["imagePullPolicy"] = "IfNotPresent"
-        if bot.is_python:
-            dockerfile = _dockerfile_path(bot, output)
-            files[dockerfile] = _dockerfile(bot, config)
-            report.notes.append(
-                f"docker build -t {container['image']} -f {dockerfile} {bot.directory}"
-                "   # then push it where the cluster pulls from"
-            )
-        else:
+        if bot.stop_signal is not signal.SIGTERM:
             report.warn(
-                bot, "command", f"needs an image that provides {bot.command[0]!r} (a command "
-                f"bot); pass --image, or build {container['image']!r} yourself"
+                bot, "stop_signal", f"a Deployment cannot choose the stop signal: the image's "
+                f"STOPSIGNAL ({bot.stop_signal.name}) must say it"
             )  # fmt: skip
-    if named is not None and bot.stop_signal is not signal.SIGTERM:
-        report.warn(
-            bot, "stop_signal", f"a Deployment cannot choose the stop signal: the image's "
-            f"STOPSIGNAL ({bot.stop_signal.name}) must say it"
-        )  # fmt: skip
-    argv = _container_argv(bot, report)
-    if bot.heartbeat_timeout is not None:
-        argv = _heartbeat_wrapped(argv)
-    container["workingDir"] = APP_DIRECTORY
-    # Kubernetes expands $(NAME) in command and env values; $$ is a literal $.
-    container["command"] = [word.replace("$", "$$") for word in argv]
+        return {"image": named}
+    built = f"{images.built(bot)}:latest"
+    if bot.is_python:
+        dockerfile = images.write_dockerfile(bot)
+        report.notes.append(
+            f"docker build -t {built} -f {dockerfile} {bot.directory}"
+            "   # then push it where the cluster pulls from"
+        )
+    else:
+        _warn_needs_image(bot, report, built)
+    return {"image": built, "imagePullPolicy": "IfNotPresent"}
+
+
+def _kubernetes_env(bot: BotConfig) -> list[dict[str, str]]:
+    # Kubernetes expands $(NAME) in env values, as in the command; $$ is a literal $.
     env = [{"name": "PYTHONUNBUFFERED", "value": "1"}]
     env += [{"name": key, "value": value.replace("$", "$$")} for key, value in bot.env]
     if bot.heartbeat_timeout is not None:
         env.append({"name": HEARTBEAT_VARIABLE, "value": HEARTBEAT_FILE})
-    container["env"] = env
-    if bot.env_file is not None:
-        # Values win over envFrom in Kubernetes, as env wins over env_file in trio-orch.
-        container["envFrom"] = [{"secretRef": {"name": f"{name}-env"}}]
-    if bot.max_memory is not None:
-        container["resources"] = {"limits": {"memory": str(bot.max_memory)}}
-    pod: dict[str, Any] = {
-        # The pause container is PID 1, so the bot is not: PID 1 ignores SIGTERM unless
-        # it handles it.
-        "shareProcessNamespace": True,
-        "restartPolicy": "Always",
-        "terminationGracePeriodSeconds": _whole_seconds(bot.stop_timeout),
-        "containers": [container],
+    return env
+
+
+def _liveness_probe(bot: BotConfig) -> dict[str, Any]:
+    return {
+        "exec": {"command": ["sh", "-c", _heartbeat_test(bot)]},
+        "initialDelaySeconds": _heartbeat_grace(bot),
+        "periodSeconds": _probe_period(bot),
+        "timeoutSeconds": PROBE_TIMEOUT,
+        "failureThreshold": 1,
     }
-    if bot.heartbeat_timeout is not None:
-        container["livenessProbe"] = {
-            "exec": {"command": ["sh", "-c", _heartbeat_test(bot)]},
-            "initialDelaySeconds": _heartbeat_grace(bot),
-            "periodSeconds": _probe_period(bot),
-            "timeoutSeconds": PROBE_TIMEOUT,
-            "failureThreshold": 1,
-        }
-        container["volumeMounts"] = [{"name": "heartbeat", "mountPath": HEARTBEAT_DIRECTORY}]
-        pod["volumes"] = [{"name": "heartbeat", "emptyDir": {"medium": "Memory"}}]
+
+
+def _warn_kubernetes_restarts(bot: BotConfig, report: _Report) -> None:
     if bot.restart is not RestartPolicy.ALWAYS:
         report.warn(
             bot, "restart", f"{bot.restart.value}: a Deployment's pods always restart "
@@ -762,13 +797,47 @@ def _deployment(
         bot, "max_restart_attempts", "Kubernetes never gives up (CrashLoopBackOff); "
         "restart_delay/restart_backoff are replaced by its backoff (10 s doubling to 5 min)"
     )  # fmt: skip
-    annotations = {"trio-orch/bot": bot.name}
-    if bot.description:
-        annotations["trio-orch/description"] = bot.description
+
+
+def _pod_spec(bot: BotConfig, container: dict[str, Any]) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        # The pause container is PID 1, so the bot is not: PID 1 ignores SIGTERM unless
+        # it handles it.
+        "shareProcessNamespace": True,
+        "restartPolicy": "Always",
+        "terminationGracePeriodSeconds": _whole_seconds(bot.stop_timeout),
+        "containers": [container],
+    }
+    if bot.heartbeat_timeout is not None:
+        container["livenessProbe"] = _liveness_probe(bot)
+        container["volumeMounts"] = [{"name": "heartbeat", "mountPath": HEARTBEAT_DIRECTORY}]
+        pod["volumes"] = [{"name": "heartbeat", "emptyDir": {"medium": "Memory"}}]
+    return pod
+
+
+def _deployment(bot: BotConfig, images: _Images, report: _Report) -> dict[str, Any]:
+    _common_warnings(bot, report, "Kubernetes")
+    name = images.names[bot.name]
+    container: dict[str, Any] = {"name": name, **_kubernetes_image(bot, images, report)}
+    container["workingDir"] = APP_DIRECTORY
+    # Kubernetes expands $(NAME) in the command; $$ is a literal $.
+    container["command"] = [word.replace("$", "$$") for word in _container_command(bot, report)]
+    container["env"] = _kubernetes_env(bot)
+    if bot.env_file is not None:
+        # Values win over envFrom in Kubernetes, as env wins over env_file in trio-orch.
+        container["envFrom"] = [{"secretRef": {"name": f"{name}-env"}}]
+    if bot.max_memory is not None:
+        container["resources"] = {"limits": {"memory": str(bot.max_memory)}}
+    pod = _pod_spec(bot, container)
+    _warn_kubernetes_restarts(bot, report)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "labels": _labels(name), "annotations": annotations},
+        "metadata": {
+            "name": name,
+            "labels": _labels(name),
+            "annotations": _bot_labels(bot, "trio-orch/"),
+        },
         "spec": {
             # Never two copies of a singleton bot; autostart: false bots are scaled to 0
             # (`kubectl scale deployment/NAME --replicas=1` starts one).
@@ -794,19 +863,14 @@ def export_kubernetes(
     """
     report = _Report()
     _global_warnings(config, report)
-    names = _dns_names(config)
-    files: dict[Path, str] = {}
+    images = _Images(config, output, _dns_names(config), image, files={})
     documents: list[dict[str, Any]] = []
     for bot in config.bots.values():
-        secret = _secret(bot, names[bot.name], include_secrets, report)
+        secret = _secret(bot, images.names[bot.name], include_secrets, report)
         if secret is not None:
             documents.append(secret)
-        documents.append(
-            _deployment(
-                bot, config, output=output, names=names, image=image, report=report, files=files
-            )
-        )
+        documents.append(_deployment(bot, images, report))
     header = f"# Generated by `trio-orch export kubernetes` from {config.path}.\n"
-    files = {output: header + dump_yaml(*documents), **files}
+    files = {output: header + dump_yaml(*documents), **images.files}
     report.notes.append(f"kubectl apply -f {output}")
     return report.result(files)

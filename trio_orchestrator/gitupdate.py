@@ -117,21 +117,33 @@ def update_checkout(
         The outcome. Git and filesystem problems give outcome ``"failed"``; this function
         does not raise for them.
     """
-    directory = bot.directory
     if bot.repo_url is None or not bot.auto_update:
         return _skipped("auto-update is not enabled for this bot")
+    if (refusal := _refuse_directory(bot.directory, protected_dirs)) is not None:
+        return refusal
+    git = _Git.find(bot.directory, timeout, cancel)
+    if git is None:
+        return _failed("git executable not found")
+    return _run_update(bot, bot.repo_url, git)
+
+
+def _refuse_directory(directory: Path, protected_dirs: Sequence[Path]) -> UpdateResult | None:
+    """The result for a directory git must not work in (missing or protected), else None."""
     if not os.path.isdir(directory):  # unlike Path.is_dir, never raises PermissionError
         return _failed(f"directory {directory} does not exist")
     protected = _protected_by(directory, protected_dirs)
     if protected is not None:
         return _skipped(f"{directory} is or contains protected directory {protected}")
-    git = _Git.find(directory, timeout, cancel)
-    if git is None:
-        return _failed("git executable not found")
-    entries, rejected = _split_preserve_entries(directory, bot.preserve_files)
+    return None
+
+
+def _run_update(bot: BotConfig, repo_url: str, git: _Git) -> UpdateResult:
+    """The update once the checks passed; unsafe preserve_files entries are logged, left
+    alone and named in the message."""
+    entries, rejected = _split_preserve_entries(bot.directory, bot.preserve_files)
     for entry, reason in rejected:
         LOGGER.warning("%s: preserve_files entry %r rejected: %s", bot.name, entry, reason)
-    updater = _Updater(bot=bot, repo_url=bot.repo_url, git=git, preserve=entries)
+    updater = _Updater(bot=bot, repo_url=repo_url, git=git, preserve=entries)
     try:
         result = updater.run()
     except (_GitError, OSError) as exc:
@@ -162,11 +174,8 @@ def rollback_checkout(
         ``"skipped"`` for a protected directory, ``"failed"`` otherwise; never raises.
     """
     directory = bot.directory
-    if not os.path.isdir(directory):
-        return _failed(f"directory {directory} does not exist")
-    protected = _protected_by(directory, protected_dirs)
-    if protected is not None:
-        return _skipped(f"{directory} is or contains protected directory {protected}")
+    if (refusal := _refuse_directory(directory, protected_dirs)) is not None:
+        return refusal
     if not (directory / ".git").exists():
         return _failed(f"{directory} is not a git checkout")
     git = _Git.find(directory, timeout, cancel)
