@@ -1,16 +1,19 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import CLI, wait_for
+from helpers import CLI, processes_with, wait_for
 
 
 class Manager:
@@ -69,3 +72,18 @@ def manager_factory():
             except subprocess.TimeoutExpired:
                 manager.process.kill()
                 manager.process.wait()
+
+
+@pytest.fixture
+def marker():
+    """A unique string for this test's bots; kills every process carrying it at the end."""
+    value = f"marker-{uuid.uuid4().hex}"
+    yield value
+    for _ in range(50):
+        pids = processes_with(value)
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)

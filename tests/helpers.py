@@ -194,3 +194,9 @@ def group_members(pgid: int) -> list[int]:
         if fields is not None and fields[0] != b"Z" and int(fields[2]) == pgid:
             members.append(int(entry))
     return members
+
+
+def report(name: str, **figures) -> None:
+    """One ``FAULT name: key=value, ...`` line in the test output (pytest -s shows them)."""
+    text = ", ".join(f"{key}={value}" for key, value in figures.items())
+    print(f"\nFAULT {name}: {text}")

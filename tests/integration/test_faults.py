@@ -23,7 +23,6 @@ import stat
 import subprocess
 import threading
 import time
-import uuid
 from functools import partial
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from helpers import (
     manager_log,
     pid_alive,
     processes_with,
+    report,
     wait_for,
     write_bot,
     write_config,
@@ -132,27 +132,7 @@ class RssSampler:
         return max(self.peak_kib, self.hwm_kib) / 1024
 
 
-def report(name: str, **figures) -> None:
-    text = ", ".join(f"{key}={value}" for key, value in figures.items())
-    print(f"\nFAULT {name}: {text}")
-
-
 # ----- fixtures and small helpers -----
-
-
-@pytest.fixture
-def marker():
-    """A unique string for this test's bots; kills every process carrying it at the end."""
-    value = f"fault-{uuid.uuid4().hex}"
-    yield value
-    for _ in range(50):
-        pids = processes_with(value)
-        if not pids:
-            break
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -19,11 +19,10 @@ import socket
 import sqlite3
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from helpers import CLI, cli, processes_with, wait_for, write_bot, write_config
+from helpers import CLI, cli, processes_with, report, wait_for, write_bot, write_config
 
 from trio_orchestrator.client import request, socket_address
 from trio_orchestrator.fdlimit import FDS_PER_BOT, RESERVED_FDS, raise_fd_limit
@@ -45,26 +44,6 @@ for i in itertools.count():
     print(f"n {i}", flush=True)
     time.sleep(0.01)
 """
-
-
-def report(name: str, **figures) -> None:
-    text = ", ".join(f"{key}={value}" for key, value in figures.items())
-    print(f"\nFAULT {name}: {text}")
-
-
-@pytest.fixture
-def marker():
-    """A unique string for this test's bots; kills every process carrying it at the end."""
-    value = f"machine-{uuid.uuid4().hex}"
-    yield value
-    for _ in range(50):
-        pids = processes_with(value)
-        if not pids:
-            break
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.1)
 
 
 def bot(directory: Path, marker: str, **settings) -> dict:
