@@ -87,3 +87,19 @@ def marker():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.1)
+
+
+@pytest.fixture
+def spawned():
+    """Processes a test starts itself (e.g. a manager with stdout=PIPE): asked to stop with
+    SIGTERM at the end, killed if they do not within 20 s."""
+    processes: list[subprocess.Popen] = []
+    yield processes
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -538,7 +538,7 @@ class BotRunner:
             await process.wait()
             # Leftovers of the bot's group (grandchildren) go with it, whatever ended it.
             await terminate_group(
-                process.pid, self.bot.stop_timeout, self.killpg, self._stop_signal
+                process.pid, self.bot.stop_timeout, self.killpg, self.bot.stop_signal
             )
             for scope in pumps:
                 scope.deadline = trio.current_time() + PUMP_GRACE_SECONDS
@@ -550,10 +550,6 @@ class BotRunner:
         if trio.current_time() - self._started_clock >= self.bot.healthy_uptime:
             assert self._budget is not None
             self._budget.healthy_run()
-
-    @property
-    def _stop_signal(self) -> int:
-        return self.bot.stop_signal
 
     async def _argv(self) -> list[str]:
         """The argv to spawn: a command's first word resolved now (directory, then PATH).
@@ -619,14 +615,14 @@ class BotRunner:
         """
         pgid = process.pid
         _signal_group(pgid, signal.SIGCONT, self.killpg)
-        _signal_group(pgid, self._stop_signal, self.killpg)
+        _signal_group(pgid, self.bot.stop_signal, self.killpg)
         await trio.sleep(self.bot.stop_timeout)
         _signal_group(pgid, signal.SIGKILL, self.killpg)
         LOGGER.warning(
             "%s did not exit %gs after %s; sent SIGKILL",
             self.name,
             self.bot.stop_timeout,
-            signal.Signals(self._stop_signal).name,
+            self.bot.stop_signal.name,
         )
 
     async def _pump(

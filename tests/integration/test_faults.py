@@ -135,18 +135,6 @@ class RssSampler:
 # ----- fixtures and small helpers -----
 
 
-@pytest.fixture
-def spawned():
-    """Processes a test starts itself (e.g. with stdout=PIPE); killed at the end."""
-    processes: list[subprocess.Popen] = []
-    yield processes
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(10)
-
-
 def timed(function, *args, **kwargs):
     started = time.monotonic()
     value = function(*args, **kwargs)

@@ -137,7 +137,11 @@ def truncate_wal(db: Path) -> None:
         connection.close()
 
 
-def _start_on_full_disk_db(tmp_path, marker, manager_factory):
+@contextlib.contextmanager
+def _manager_with_its_db_on_a_small_disk(tmp_path, marker, manager_factory):
+    """Two running bots whose manager keeps its db (and socket beside it) on a 256 KiB
+    tmpfs; yields ``(config, manager, mount, db, sock)`` with the WAL emptied, so that
+    filling the mount really leaves SQLite no room."""
     write_bot(tmp_path / "s", SLEEPER)
     config = write_config(
         tmp_path / "bot_config.yaml",
@@ -146,14 +150,6 @@ def _start_on_full_disk_db(tmp_path, marker, manager_factory):
     )
     mount = tmp_path / "small"
     sock = tmp_path / ".trio-orch.sock"
-    return config, mount, sock
-
-
-@pytest.mark.slow
-def test_db_on_a_full_disk_keeps_transitions_queued_and_commits_them_in_order(
-    tmp_path, marker, manager_factory
-):
-    config, mount, sock = _start_on_full_disk_db(tmp_path, marker, manager_factory)
     with small_tmpfs(mount):
         db = mount / "bot_states.db"
         manager = manager_factory(config, ["--db", str(db), "--socket", str(sock)])
@@ -164,6 +160,20 @@ def test_db_on_a_full_disk_keeps_transitions_queued_and_commits_them_in_order(
             message="both bots running",
         )
         truncate_wal(db)
+        yield config, manager, mount, db, sock
+
+
+@pytest.mark.slow
+def test_db_on_a_full_disk_keeps_transitions_queued_and_commits_them_in_order(
+    tmp_path, marker, manager_factory
+):
+    with _manager_with_its_db_on_a_small_disk(tmp_path, marker, manager_factory) as (
+        config,
+        manager,
+        mount,
+        db,
+        sock,
+    ):
         before_events = len(read_db(db)[1])
         filler = fill(mount)
 
@@ -221,17 +231,13 @@ def test_db_on_a_full_disk_keeps_transitions_queued_and_commits_them_in_order(
 
 @pytest.mark.slow
 def test_shutdown_ends_while_the_db_disk_stays_full(tmp_path, marker, manager_factory):
-    config, mount, sock = _start_on_full_disk_db(tmp_path, marker, manager_factory)
-    with small_tmpfs(mount):
-        db = mount / "bot_states.db"
-        manager = manager_factory(config, ["--db", str(db), "--socket", str(sock)])
-        manager.wait_ready()
-        wait_for(
-            lambda: all(info["state"] == "running" for info in bots_of(sock).values()),
-            20,
-            message="both bots running",
-        )
-        truncate_wal(db)
+    with _manager_with_its_db_on_a_small_disk(tmp_path, marker, manager_factory) as (
+        config,
+        manager,
+        mount,
+        db,
+        sock,
+    ):
         fill(mount)
         result = cli(config, "--socket", str(sock), "--db", str(db), "stop", "Alpha")
         assert result.returncode == 0, result.stdout + result.stderr
@@ -370,20 +376,6 @@ def _prlimit_manager(config: Path, nofile: str, tmp_path: Path, spawned):
     )
     spawned.append(process)
     return process
-
-
-@pytest.fixture
-def spawned():
-    processes: list[subprocess.Popen] = []
-    yield processes
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def _many_bots(tmp_path: Path, marker: str, count: int) -> Path:
