@@ -72,6 +72,8 @@ LOGGER = logging.getLogger("trio_orchestrator")
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ENDED = (BotState.STOPPED, BotState.EXITED, BotState.FAILED)
+# Ours, and trio's accept loop of the control socket ("accept returned EMFILE; sleeping").
+_LOGGERS = ("trio_orchestrator", "trio.serve_listeners")
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
 # Beside the db: one heartbeat file per bot, named in its TRIO_ORCH_HEARTBEAT_FILE.
 HEARTBEAT_DIRECTORY = ".trio-orch-heartbeats"
@@ -854,16 +856,27 @@ def _setup_logging(settings: GlobalSettings, sink: OutputSink) -> list[logging.H
     # A record logged with extra={"console": False} goes to the file only: the config
     # warnings, which the CLI has printed already.
     console_handler.addFilter(lambda record: getattr(record, "console", True))
+    for handler in (file_handler, console_handler):
+        handler.addFilter(_one_line)
     console_handler.setFormatter(
         logging.Formatter("%(asctime)s [trio-orch] %(message)s", datefmt="%H:%M:%S")
     )
-    root = logging.getLogger("trio_orchestrator")
-    root.setLevel(logging.INFO)
-    root.propagate = False
     handlers: list[logging.Handler] = [file_handler, console_handler]
-    for handler in handlers:
-        root.addHandler(handler)
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        for handler in handlers:
+            logger.addHandler(handler)
     return handlers
+
+
+def _one_line(record: logging.LogRecord) -> bool:
+    """Drop a record's traceback: trio's accept loop logs EMFILE with one, each time it
+    retries, and an expected shortage of descriptors is not a crash."""
+    if record.name == "trio.serve_listeners":
+        record.exc_info = record.exc_text = None
+    return True
 
 
 def run_manager(config: Config, paths: Paths, color_mode: str, timestamps: bool = False) -> int:
@@ -933,5 +946,6 @@ def _log_fd_limit(limit: FdLimit, bots: int) -> None:
 
 def _remove_handlers(handlers: list[logging.Handler]) -> None:
     for handler in handlers:
-        logging.getLogger("trio_orchestrator").removeHandler(handler)
+        for name in _LOGGERS:
+            logging.getLogger(name).removeHandler(handler)
         handler.close()
