@@ -18,6 +18,7 @@ import enum
 import errno
 import fcntl
 import logging
+import math
 import os
 import random
 import signal
@@ -35,6 +36,7 @@ from trio_orchestrator.envfile import EnvFileError, read_env_file
 from trio_orchestrator.errors import ActionFailed
 from trio_orchestrator.fdlimit import SPARE_FDS, START_FDS, TIGHT_FDS, free_fds
 from trio_orchestrator.output import LineSplitter
+from trio_orchestrator.pipereader import PipeReader
 from trio_orchestrator.procfs import group_has_live_member
 
 if TYPE_CHECKING:
@@ -248,27 +250,38 @@ async def _fd_gate():
         yield
 
 
-def _pipe_reader(stream: trio.abc.ReceiveStream) -> Callable[[], Awaitable[bytes]]:
-    """Reads of up to READ_SIZE from a bot's pipe: wait until readable, then one read.
-
-    trio's ``FdStream.receive_some`` tries a read before it waits, and for a bot that
-    writes a line at a time that first read fails with EAGAIN on every wake-up: one
-    wasted system call per line. The stream still owns (and closes) the descriptor.
-    """
+def _pipe_reader(
+    stream: trio.abc.ReceiveStream, drain: trio.Event
+) -> Callable[[], Awaitable[bytes]]:
+    """Reads of up to READ_SIZE from a bot's pipe (see :mod:`~trio_orchestrator.pipereader`);
+    the stream still owns (and closes) the descriptor."""
     try:
         fd = stream.fileno()  # type: ignore[attr-defined]
     except AttributeError:  # a fake stream in tests
         return partial(stream.receive_some, READ_SIZE)
+    return PipeReader(fd, READ_SIZE, drain).read
 
-    async def read() -> bytes:
-        while True:
-            await trio.lowlevel.wait_readable(fd)
-            try:
-                return os.read(fd, READ_SIZE)
-            except BlockingIOError:  # another wake-up took the data first
-                continue
 
-    return read
+@attrs.define(eq=False)
+class _Pumps:
+    """What the two output pumps of one process share: a scope, shielded (a stop must not
+    lose output) until the process has exited, then given PUMP_GRACE_SECONDS to drain;
+    and the event of that exit, from which on reads are no longer held back."""
+
+    exited: trio.Event = attrs.field(factory=trio.Event)
+    _scopes: list[trio.CancelScope] = attrs.field(factory=list)
+    _deadline: float = math.inf
+
+    def scope(self) -> trio.CancelScope:
+        """A new pump's scope (with the drain deadline if that is already set)."""
+        scope = trio.CancelScope(shield=True, deadline=self._deadline)
+        self._scopes.append(scope)
+        return scope
+
+    def drain_within(self, seconds: float) -> None:
+        self._deadline = trio.current_time() + seconds
+        for scope in self._scopes:
+            scope.deadline = self._deadline
 
 
 @attrs.define(eq=False)
@@ -474,9 +487,9 @@ class BotRunner:
                 if not self._spawn_short_of_resources:
                     run.first_start.set()  # else once the backoff (and its reason) is recorded
                 return None
-            pumps = (trio.CancelScope(shield=True), trio.CancelScope(shield=True))
-            nursery.start_soon(self._pump, process.stdout, "stdout", pumps[0])
-            nursery.start_soon(self._pump, process.stderr, "stderr", pumps[1])
+            pumps = _Pumps()
+            nursery.start_soon(self._pump, process.stdout, "stdout", pumps)
+            nursery.start_soon(self._pump, process.stderr, "stderr", pumps)
             watching = trio.CancelScope()
             try:
                 await self._running(run, process)
@@ -527,21 +540,19 @@ class BotRunner:
             run.pid = process.pid
         run.first_start.set()
 
-    async def _after_exit(
-        self, run: Run, process: trio.Process, pumps: tuple[trio.CancelScope, ...]
-    ) -> None:
+    async def _after_exit(self, run: Run, process: trio.Process, pumps: _Pumps) -> None:
         """Wait for the process (being stopped, if the run was cancelled), end what is
         left of its group, and give the pumps a grace period to drain the pipes."""
         with trio.CancelScope(shield=True):
             if process.returncode is None and run.scope.cancel_called:
                 await self._report(Transition(BotState.STOPPING, pid=process.pid))
             await process.wait()
+            pumps.exited.set()
             # Leftovers of the bot's group (grandchildren) go with it, whatever ended it.
             await terminate_group(
                 process.pid, self.bot.stop_timeout, self.killpg, self.bot.stop_signal
             )
-            for scope in pumps:
-                scope.deadline = trio.current_time() + PUMP_GRACE_SECONDS
+            pumps.drain_within(PUMP_GRACE_SECONDS)
             if self.after_exit is not None:
                 await self.after_exit(self.bot)
         self.pid = None
@@ -625,16 +636,14 @@ class BotRunner:
             self.bot.stop_signal.name,
         )
 
-    async def _pump(
-        self, stream: trio.abc.ReceiveStream, stream_name: str, scope: trio.CancelScope
-    ) -> None:
-        """Write the stream's lines through the output until EOF or *scope* ends."""
+    async def _pump(self, stream: trio.abc.ReceiveStream, stream_name: str, pumps: _Pumps) -> None:
+        """Write the stream's lines through the output until EOF or the pumps' scope ends."""
         with contextlib.suppress(OSError, AttributeError):  # a fake stream, or a capped size
             fcntl.fcntl(stream.fileno(), F_SETPIPE_SZ, READ_SIZE)
         splitter = LineSplitter()
         write = self.output(self.bot, stream_name)
-        read = _pipe_reader(stream)
-        with scope:
+        read = _pipe_reader(stream, pumps.exited)
+        with pumps.scope():
             async with stream:
                 while data := await read():
                     if (block := splitter.feed(data)) is not None:
