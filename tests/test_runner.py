@@ -281,3 +281,34 @@ async def test_missing_directory_fails_without_retry(tmp_path):
         await run.first_start.wait()
         assert run.pid is None
     assert runner.state is BotState.FAILED
+
+
+async def test_a_chatty_bot_costs_a_block_per_tick_and_its_last_words_come_before_its_exit(
+    tmp_path,
+):
+    runner, receive, transitions = real_runner(
+        tmp_path,
+        """
+        import time
+        for i in range(200):
+            print(f"line {i}", flush=True)
+            time.sleep(0.002)
+        print("last words", flush=True)
+        """,
+        restart="never",
+    )
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.run)
+    # The runner had reported the exit by now: everything the bot wrote was already here.
+    assert transitions[-1] is BotState.EXITED
+    blocks = []
+    while True:
+        try:
+            blocks.append(receive.receive_nowait()[1])
+        except trio.WouldBlock:
+            break
+    lines = b"\n".join(blocks).decode().split("\n")
+    assert lines == [f"line {i}" for i in range(200)] + ["last words"]
+    # ~0.5 s of a line every 2 ms: read a 20 ms tick at a time, not line by line.
+    assert len(blocks) < 100
