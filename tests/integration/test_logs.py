@@ -88,7 +88,7 @@ def test_disk_full_loses_lines_not_the_manager(tmp_path, manager_factory):
     # was on the full disk too), never one per line.
     assert output.count("cannot write") <= 2, output
     lost = re.search(r"Bot\.log is written again; (\d+) lines could not be written", output)
-    assert lost and int(lost.group(1)) > 20
+    assert lost and int(lost.group(1)) > 20, output
 
 
 def test_deleted_log_directory_is_created_again(tmp_path, manager_factory):
