@@ -3,6 +3,7 @@ manager (its socket, its db, its log) and at processes (/proc)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -11,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import trio
 import yaml
 
@@ -200,3 +202,21 @@ def report(name: str, **figures) -> None:
     """One ``FAULT name: key=value, ...`` line in the test output (pytest -s shows them)."""
     text = ", ".join(f"{key}={value}" for key, value in figures.items())
     print(f"\nFAULT {name}: {text}")
+
+
+@contextlib.contextmanager
+def small_tmpfs(directory, size="1m"):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    directory.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import logging
@@ -10,7 +11,7 @@ import shutil
 import threading
 import time
 
-from helpers import make_config, wait_for
+from helpers import make_config, small_tmpfs, wait_for
 
 from trio_orchestrator.output import (
     MAX_LINE_BYTES,
@@ -247,6 +248,27 @@ def test_write_errors_warn_once_and_count_what_was_lost(tmp_path, monkeypatch, c
     assert len(messages) == 2, messages
     assert "No space left on device" in messages[0]
     assert "200 lines could not be written" in messages[1]
+
+
+def test_a_full_disk_does_not_flap_when_the_last_block_has_room_for_a_short_line(tmp_path, caplog):
+    with small_tmpfs(tmp_path / "disk", size="64k") as disk:
+        log = LogFile(disk / "Bot.log")
+        log.write(b"first\n", 1)  # the file's last block has room for ~4 KiB more
+        with contextlib.suppress(OSError), (disk / "filler").open("wb") as filler:
+            while True:  # every other block of the file system
+                filler.write(b"f" * 4096)
+                filler.flush()
+        log.write((b"x" * 99 + b"\n") * 100, 100)  # too long for that room: lost
+        for _ in range(10):
+            log.write(b"short\n", 1)  # would fit the room, but the disk is still full
+        (disk / "filler").unlink()
+        log.write(b"after\n", 1)
+        log.close()
+        assert (disk / "Bot.log").read_bytes() == b"first\nafter\n"
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2, messages  # failing, then written again: no flapping
+    assert "No space left on device" in messages[0]
+    assert "110 lines could not be written" in messages[1]
 
 
 def test_a_write_cut_short_by_a_full_disk_leaves_no_partial_line(tmp_path, monkeypatch):

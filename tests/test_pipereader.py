@@ -4,6 +4,7 @@ held back. Real pipes; the clock is trio's MockClock, so the timings are exact."
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -20,10 +21,8 @@ def pipe():
     os.set_blocking(read_end, False)
     yield read_end, write_end
     for fd in (read_end, write_end):
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
 
 
 async def write_lines(fd: int, count: int, interval: float, written: list[float]) -> None:

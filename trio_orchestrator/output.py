@@ -10,6 +10,7 @@ Python-level loop per line would make the manager the bottleneck.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import sys
@@ -257,7 +258,8 @@ class LogFile:
       file never exceeds *max_bytes* unless a single line does.
     - Write errors (disk full, EIO, a read-only directory) lose the lines, not the
       manager: one warning when it starts failing, one with the count of lost lines when
-      it works again; every write tries again.
+      it works again; every write tries again (on a full disk, once it has a free block:
+      the tail of the last block would otherwise take a short line now and then).
     - A deleted file or directory, or a file moved away (logrotate), is noticed within
       :data:`CHECK_SECONDS` and a new file is created; :meth:`reopen` does it at once.
 
@@ -277,6 +279,7 @@ class LogFile:
         self._size = 0
         self._check_at = 0.0
         self._failure: str | None = None
+        self._disk_full = False
         self.lost_lines = 0
 
     def open(self) -> None:
@@ -309,6 +312,10 @@ class LogFile:
             if now >= self._check_at:
                 self._check_at = now + CHECK_SECONDS
                 self._check_path()
+            if self._disk_full and self._fd is not None and not _has_free_blocks(self._fd):
+                # The tail of the file's last block would take a short block now and then:
+                # "written again" while the disk is still full. Wait for a free block.
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             while offset < len(data):
                 if self._fd is None:
                     self._open()
@@ -320,6 +327,7 @@ class LogFile:
                 offset = end
         except OSError as exc:
             self.lost_lines += data.count(b"\n", offset) if offset else lines
+            self._disk_full = exc.errno == errno.ENOSPC
             if self._failure is None:
                 self._failure = exc.strerror or str(exc)
                 return (
@@ -328,6 +336,7 @@ class LogFile:
                 )
             return None
         if self._failure is not None:
+            self._disk_full = False
             lost, self.lost_lines, self._failure = self.lost_lines, 0, None
             return f"{self.path} is written again; {lost} lines could not be written"
         return None
@@ -405,6 +414,15 @@ class LogFile:
                     os.ftruncate(self._fd, self._size)
             raise
         self._size += written
+
+
+def _has_free_blocks(fd: int) -> bool:
+    """Whether the file system of *fd* has a block free for us (root may use the reserve)."""
+    try:
+        stat = os.fstatvfs(fd)
+    except OSError:
+        return True  # cannot tell: let the write find out
+    return (stat.f_bfree if os.geteuid() == 0 else stat.f_bavail) > 0
 
 
 def _unlink_quietly(path: str) -> None:

@@ -8,11 +8,9 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import time
 
-import pytest
-from helpers import cli, wait_for, write_bot, write_config
+from helpers import cli, small_tmpfs, wait_for, write_bot, write_config
 
 COUNTER = """
 import itertools, time
@@ -37,24 +35,6 @@ def bot_info(config) -> dict:
     result = cli(config, "status", "Bot", "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-@contextlib.contextmanager
-def small_tmpfs(directory, size="1m"):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    directory.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
-    try:
-        yield directory
-    finally:
-        subprocess.run(["umount", "-l", str(directory)], check=False)
 
 
 def test_disk_full_loses_lines_not_the_manager(tmp_path, manager_factory):
