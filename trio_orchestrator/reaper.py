@@ -71,32 +71,46 @@ def owned_spawn(spawn: Callable[..., Any]) -> Callable[..., Any]:
     moment it exists until it is reaped: the reaper then leaves it to trio."""
 
     async def spawn_owned(*args: Any, task_status: Any = trio.TASK_STATUS_IGNORED, **kw: Any):
-        pid: int | None = None
-        spawning = True
-        CHILDREN.begin_spawn()
-
-        def done_spawning() -> None:
-            nonlocal spawning
-            if spawning:
-                spawning = False
-                CHILDREN.end_spawn()
-
-        class _Status:
-            def started(self, process: Any = None) -> None:
-                nonlocal pid
-                pid = process.pid
-                CHILDREN.own(pid)
-                done_spawning()
-                task_status.started(process)
-
+        status = _OwningStatus(task_status)
         try:
-            return await spawn(*args, task_status=_Status(), **kw)
+            return await spawn(*args, task_status=status, **kw)
         finally:
-            done_spawning()
-            if pid is not None:
-                CHILDREN.release(pid)
+            status.release()
 
     return spawn_owned
+
+
+class _OwningStatus:
+    """The task status handed to a spawn: owns the child from its start to its reaping.
+
+    A class of its own, not one made per spawn: a class object costs a few KiB, and every
+    running bot holds its spawn's status.
+    """
+
+    __slots__ = ("_pid", "_spawning", "_task_status")
+
+    def __init__(self, task_status: Any):
+        self._task_status = task_status
+        self._pid: int | None = None
+        self._spawning = True
+        CHILDREN.begin_spawn()
+
+    def started(self, process: Any = None) -> None:
+        self._pid = process.pid
+        CHILDREN.own(self._pid)
+        self._done_spawning()
+        self._task_status.started(process)
+
+    def release(self) -> None:
+        """The spawn has returned (the child is reaped) or failed."""
+        self._done_spawning()
+        if self._pid is not None:
+            CHILDREN.release(self._pid)
+
+    def _done_spawning(self) -> None:
+        if self._spawning:
+            self._spawning = False
+            CHILDREN.end_spawn()
 
 
 def _bot_of(pid: int) -> str | None:

@@ -23,6 +23,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -260,6 +261,16 @@ def _pipe_reader(
     except AttributeError:  # a fake stream in tests
         return partial(stream.receive_some, READ_SIZE)
     return PipeReader(fd, READ_SIZE, drain).read
+
+
+def _shared_environ() -> dict[str, str]:
+    """A copy of ``os.environ`` whose strings every bot shares.
+
+    ``os.environ`` decodes new strings at each read, and ``run_process`` keeps the
+    environment it was given until the process exits: 100 bots would hold 100 copies of
+    every variable (~4 KiB a bot with a small environment).
+    """
+    return {sys.intern(name): sys.intern(value) for name, value in os.environ.items()}
 
 
 @attrs.define(eq=False)
@@ -596,7 +607,7 @@ class BotRunner:
     ) -> None:
         # os.environ < env_file < env < the manager's tags. Never logged: it holds secrets.
         env = {
-            **os.environ,
+            **_shared_environ(),
             **file_env,
             **dict(self.bot.env),
             **dict(self.extra_env),
