@@ -116,8 +116,8 @@ def process_environ(pid: int) -> list[bytes] | None:
     return data.split(b"\0") if data else None
 
 
-def child_processes() -> list[tuple[int, bool]]:
-    """This process's children as ``(pid, is_zombie)``.
+def child_processes(skip: frozenset[int] = frozenset()) -> list[tuple[int, bool]]:
+    """This process's children as ``(pid, is_zombie)``, but for those in *skip*.
 
     From ``/proc/self/task/*/children`` (all threads: an adopted orphan may be attached
     to any of them), or a scan of /proc for our pid as parent when the kernel has no
@@ -143,7 +143,7 @@ def child_processes() -> list[tuple[int, bool]]:
             if fields is not None and int(fields[1]) == me:
                 pids.add(int(entry))
     result = []
-    for pid in sorted(pids):
+    for pid in sorted(pids - skip):
         fields = proc_stat_fields(pid)
         if fields is not None:
             result.append((pid, fields[0] == b"Z"))
