@@ -6,7 +6,7 @@ import signal
 import sqlite3
 
 import yaml
-from helpers import cli, pid_alive, wait_for, write_bot, write_config
+from helpers import cli, manager_log, pid_alive, wait_for, write_bot, write_config
 from test_cli_control import bots_of, wait_state
 
 COUNTER = """
@@ -92,6 +92,11 @@ def test_reload_applies_only_the_difference(tmp_path, manager_factory):
     with (tmp_path / "bot_commands.txt").open("a") as commands:
         commands.write("reload\n")
     wait_for(lambda: "New" not in bots_of(manager.socket), message="New removed")
+    # A reload logs its summary once all of it is done, just after the bots show it.
+    wait_for(
+        lambda: "config reloaded (command file)" in manager_log(config),
+        message="command-file reload logged",
+    )
 
     # The bot that was never touched kept its process and lost no line.
     assert bots_of(manager.socket)["Keep"]["pid"] == before["Keep"]
