@@ -10,7 +10,7 @@ import os
 import pytest
 import trio
 
-from trio_orchestrator.pipereader import COALESCE_SECONDS, SMALL_READ, PipeReader
+from trio_orchestrator.pipereader import COALESCE_SECONDS, SMALL_READ, BotPipes, PipeReader
 
 LINE = b"x" * 79 + b"\n"
 
@@ -41,10 +41,10 @@ async def read_all(reader: PipeReader) -> list[tuple[float, bytes]]:
     return reads
 
 
-async def run_bot(pipe, count, interval, drain=None):
+async def run_bot(pipe, count, interval):
     read_end, write_end = pipe
     written: list[float] = []
-    reader = PipeReader(read_end, 1 << 18, drain or trio.Event())
+    reader = BotPipes().reader(read_end, 1 << 18)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(write_lines, write_end, count, interval, written)
         reads = await read_all(reader)
@@ -76,7 +76,7 @@ async def test_a_chatty_bot_is_read_a_tick_at_a_time_within_a_tick(pipe, autojum
 async def test_a_flood_is_never_held_back(pipe, autojump_clock):
     read_end, write_end = pipe
     block = LINE * (2 * SMALL_READ // len(LINE))
-    reader = PipeReader(read_end, SMALL_READ * 4, trio.Event())
+    reader = BotPipes().reader(read_end, SMALL_READ * 4)
     start = trio.current_time()
     for _ in range(5):
         os.write(write_end, block)
@@ -86,8 +86,8 @@ async def test_a_flood_is_never_held_back(pipe, autojump_clock):
 
 async def test_the_end_of_the_process_drains_without_waiting_for_the_tick(pipe, autojump_clock):
     read_end, write_end = pipe
-    exited = trio.Event()
-    reader = PipeReader(read_end, 1 << 18, exited)
+    pipes = BotPipes()
+    reader = pipes.reader(read_end, 1 << 18)
     os.write(write_end, LINE)
     assert await reader.read() == LINE
     await trio.sleep(0.003)
@@ -95,8 +95,47 @@ async def test_the_end_of_the_process_drains_without_waiting_for_the_tick(pipe, 
     assert await reader.read() == LINE  # chatty now: the next read waits for the tick
     os.write(write_end, LINE)
     os.close(write_end)
-    exited.set()  # the bot's process has exited
+    pipes.process_exited()
     start = trio.current_time()
     assert await reader.read() == LINE
     assert await reader.read() == b""
     assert trio.current_time() == start
+
+
+async def test_a_line_on_the_quiet_stream_waits_for_what_the_chatty_one_holds(autojump_clock):
+    """A chatty stdout, then a traceback on stderr: the stdout lines written before the
+    traceback are written before it, though the stdout pipe was being held back."""
+    pipes = BotPipes()
+    ends = {}
+    for stream in ("stdout", "stderr"):
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        ends[stream] = (pipes.reader(read_end, 1 << 18), write_end, read_end)
+    written_out = []  # what a pump would write, in the order it would write it
+
+    async def pump(stream):
+        reader = ends[stream][0]
+        while data := await reader.read():
+            written_out.extend((stream, line) for line in data.decode().splitlines())
+
+    async def bot():
+        out, err = ends["stdout"][1], ends["stderr"][1]
+        for i in range(30):
+            await trio.sleep(0.005)
+            os.write(out, f"line {i}\n".encode())
+            if i == 20:
+                os.write(err, b"Traceback\n")
+        os.close(out)
+        os.close(err)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump, "stdout")
+            nursery.start_soon(pump, "stderr")
+            nursery.start_soon(bot)
+    finally:
+        for _, _, read_end in ends.values():
+            os.close(read_end)
+    lines = [line for _, line in written_out]
+    assert lines.index("Traceback") == lines.index("line 20") + 1
+    assert [line for line in lines if line != "Traceback"] == [f"line {i}" for i in range(30)]

@@ -312,3 +312,29 @@ async def test_a_chatty_bot_costs_a_block_per_tick_and_its_last_words_come_befor
     assert lines == [f"line {i}" for i in range(200)] + ["last words"]
     # ~0.5 s of a line every 2 ms: read a 20 ms tick at a time, not line by line.
     assert len(blocks) < 100
+
+
+async def test_a_traceback_on_stderr_comes_after_the_stdout_lines_before_it(tmp_path):
+    runner, receive, _ = real_runner(
+        tmp_path,
+        """
+        import time
+        for i in range(100):
+            print(f"line {i}", flush=True)
+            time.sleep(0.002)
+        raise RuntimeError("boom")
+        """,
+        restart="never",
+    )
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.run)
+    written = []
+    while True:
+        try:
+            stream, block = receive.receive_nowait()
+        except trio.WouldBlock:
+            break
+        written.extend((stream, line) for line in block.decode().split("\n"))
+    assert written[:100] == [("stdout", f"line {i}") for i in range(100)]
+    assert written[100] == ("stderr", "Traceback (most recent call last):")

@@ -37,7 +37,7 @@ from trio_orchestrator.envfile import EnvFileError, read_env_file
 from trio_orchestrator.errors import ActionFailed
 from trio_orchestrator.fdlimit import SPARE_FDS, START_FDS, TIGHT_FDS, free_fds
 from trio_orchestrator.output import LineSplitter
-from trio_orchestrator.pipereader import PipeReader
+from trio_orchestrator.pipereader import BotPipes
 from trio_orchestrator.procfs import group_has_live_member
 
 if TYPE_CHECKING:
@@ -251,16 +251,14 @@ async def _fd_gate():
         yield
 
 
-def _pipe_reader(
-    stream: trio.abc.ReceiveStream, drain: trio.Event
-) -> Callable[[], Awaitable[bytes]]:
+def _pipe_reader(stream: trio.abc.ReceiveStream, pipes: BotPipes) -> Callable[[], Awaitable[bytes]]:
     """Reads of up to READ_SIZE from a bot's pipe (see :mod:`~trio_orchestrator.pipereader`);
     the stream still owns (and closes) the descriptor."""
     try:
         fd = stream.fileno()  # type: ignore[attr-defined]
     except AttributeError:  # a fake stream in tests
         return partial(stream.receive_some, READ_SIZE)
-    return PipeReader(fd, READ_SIZE, drain).read
+    return pipes.reader(fd, READ_SIZE).read
 
 
 def _shared_environ() -> dict[str, str]:
@@ -277,9 +275,9 @@ def _shared_environ() -> dict[str, str]:
 class _Pumps:
     """What the two output pumps of one process share: a scope, shielded (a stop must not
     lose output) until the process has exited, then given PUMP_GRACE_SECONDS to drain;
-    and the event of that exit, from which on reads are no longer held back."""
+    and the pipes, whose readers hold nothing back once the process has exited."""
 
-    exited: trio.Event = attrs.field(factory=trio.Event)
+    pipes: BotPipes = attrs.field(factory=BotPipes)
     _scopes: list[trio.CancelScope] = attrs.field(factory=list)
     _deadline: float = math.inf
 
@@ -558,7 +556,7 @@ class BotRunner:
             if process.returncode is None and run.scope.cancel_called:
                 await self._report(Transition(BotState.STOPPING, pid=process.pid))
             await process.wait()
-            pumps.exited.set()
+            pumps.pipes.process_exited()
             # Leftovers of the bot's group (grandchildren) go with it, whatever ended it.
             await terminate_group(
                 process.pid, self.bot.stop_timeout, self.killpg, self.bot.stop_signal
@@ -653,7 +651,7 @@ class BotRunner:
             fcntl.fcntl(stream.fileno(), F_SETPIPE_SZ, READ_SIZE)
         splitter = LineSplitter()
         write = self.output(self.bot, stream_name)
-        read = _pipe_reader(stream, pumps.exited)
+        read = _pipe_reader(stream, pumps.pipes)
         with pumps.scope():
             async with stream:
                 while data := await read():
