@@ -22,7 +22,9 @@ from trio_orchestrator import __version__
 from trio_orchestrator import cli as cli_module
 from trio_orchestrator.cli import _parser, main
 from trio_orchestrator.procfs import process_start_ticks
+from trio_orchestrator.runner import describe_exit
 from trio_orchestrator.state import BotRecord, StateStore, Write
+from trio_orchestrator.units import signal_name
 
 
 @pytest.fixture
@@ -315,3 +317,10 @@ def test_zsh_completion_parses(tmp_path, capsys):
 def test_cli_module_runs_as_a_script():
     result = subprocess.run([*CLI, "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == f"trio-orch {__version__}"
+
+
+def test_exit_codes_read_the_same_in_the_cli_and_in_the_exit_records():
+    assert signal_name(15) == "SIGTERM" and signal_name(99) == "signal 99"
+    assert describe_exit(-9) == "killed by SIGKILL"
+    assert describe_exit(-99) == "killed by signal 99"
+    assert describe_exit(3) == "exited with code 3"

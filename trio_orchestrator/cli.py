@@ -30,7 +30,7 @@ from trio_orchestrator.errors import (
     OrchestratorError,
     UnknownBotError,
 )
-from trio_orchestrator.units import human_bytes, human_percent
+from trio_orchestrator.units import human_bytes, human_percent, signal_name
 
 if TYPE_CHECKING:
     from trio_orchestrator.config import BotConfig, Config
@@ -766,14 +766,7 @@ def _exit_text(code: int | None) -> str:
     """An exit code as people read it: ``1``, or ``SIGTERM`` for a death by signal 15."""
     if code is None:
         return "-"
-    if code >= 0:
-        return str(code)
-    import signal
-
-    try:
-        return signal.Signals(-code).name
-    except ValueError:
-        return f"signal {-code}"
+    return str(code) if code >= 0 else signal_name(-code)
 
 
 def _table(bots: list[dict[str, Any]]) -> str:

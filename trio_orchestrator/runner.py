@@ -39,6 +39,7 @@ from trio_orchestrator.fdlimit import SPARE_FDS, START_FDS, TIGHT_FDS, free_fds
 from trio_orchestrator.output import LineSplitter
 from trio_orchestrator.pipereader import BotPipes
 from trio_orchestrator.procfs import group_has_live_member
+from trio_orchestrator.units import signal_name
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -143,10 +144,7 @@ def describe_exit(code: int | None) -> str:
     if code is None:
         return "could not start"
     if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
+        return f"killed by {signal_name(-code)}"
     return f"exited with code {code}"
 
 

@@ -1,8 +1,11 @@
-"""Human units for the CLI's tables. Standard library only (the CLI stays import-light)."""
+"""Human units for the CLI's tables and the runner's exit records. Standard library only
+(the CLI stays import-light)."""
 
 from __future__ import annotations
 
-__all__ = ["human_bytes", "human_percent"]
+import signal
+
+__all__ = ["human_bytes", "human_percent", "signal_name"]
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
@@ -24,3 +27,11 @@ def human_bytes(count: int | None) -> str:
 def human_percent(value: float | None) -> str:
     """``12.34`` -> ``"12.3%"``; None (not sampled) -> "-"."""
     return "-" if value is None else f"{value:.1f}%"
+
+
+def signal_name(number: int) -> str:
+    """``15`` -> ``"SIGTERM"``; a number without a name here -> ``"signal 99"``."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
