@@ -38,7 +38,7 @@ __all__ = [
 
 LOGGER = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 5000
 # History events kept per bot; older ones are pruned as new ones are written.
 HISTORY_PER_BOT = 1000
@@ -59,6 +59,9 @@ _ADDED_COLUMNS = {
     # The commit before the last update that changed it, and when (rollback, issue 13.5).
     "update_previous_commit": "TEXT",
     "update_changed_time": "TEXT",
+    # The commit a rollback left: an update back onto it is rolled back at once, also after
+    # a restart of the manager (schema 3).
+    "rolled_back_from": "TEXT",
 }
 COLUMNS = (
     "is_running",
@@ -100,6 +103,7 @@ class BotRecord:
     update_time: str | None = None
     update_previous_commit: str | None = None
     update_changed_time: str | None = None
+    rolled_back_from: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> BotRecord:
@@ -135,6 +139,7 @@ class BotRecord:
             update_time=get("update_time"),
             update_previous_commit=get("update_previous_commit"),
             update_changed_time=get("update_changed_time"),
+            rolled_back_from=get("rolled_back_from"),
         )
 
     def to_columns(self) -> dict[str, Any]:

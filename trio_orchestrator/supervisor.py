@@ -124,8 +124,6 @@ class Supervisor:
     sampler: Sampler = attrs.field(init=False)
     counters: metrics.Counters = attrs.field(init=False, factory=metrics.Counters)
     _hooks: HookRunner = attrs.field(init=False)
-    # Per bot, the commit a rollback left: an update back onto it is rolled back at once.
-    _bad_commits: dict[str, str] = attrs.field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
         self._writer = StateWriter(self.store, self._limiter)
@@ -470,7 +468,7 @@ class Supervisor:
             self._freshly_updated.discard(bot.name)
             return
         result = await self._run_update(bot)
-        bad = self._bad_commits.get(bot.name)
+        bad = self.records[bot.name].rolled_back_from
         if bad is not None and result.changed and result.new_commit == bad:
             # The remote still has the commit we rolled back from: stay where we were.
             assert result.old_commit is not None
@@ -516,7 +514,7 @@ class Supervisor:
             return False
         if record.update_previous_commit is None or record.update_commit is None:
             return False
-        if self._bad_commits.get(bot.name) == record.update_commit:
+        if record.rolled_back_from == record.update_commit:
             return False
         if record.update_changed_time is None:
             return False
@@ -568,9 +566,11 @@ class Supervisor:
         (LOGGER.warning if ok else LOGGER.error)("%s %s", bot.name, message)
         changes: dict[str, Any] = {"update_outcome": message, "update_time": now_iso()}
         if ok:
-            assert result.old_commit is not None
-            self._bad_commits[bot.name] = result.old_commit
-            changes.update(update_commit=result.new_commit, update_previous_commit=None)
+            changes.update(
+                update_commit=result.new_commit,
+                update_previous_commit=None,
+                rolled_back_from=result.old_commit,
+            )
         record = self.records[bot.name] = attrs.evolve(self.records[bot.name], **changes)
         await self._save(Write(record, "rollback", message))
         if ok:

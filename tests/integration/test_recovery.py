@@ -241,3 +241,12 @@ def test_failed_update_is_rolled_back_to_the_previous_commit(
     assert remote.git(bot_dir, "rev-parse", "HEAD") == good
     assert "because it was rolled back before" in manager_log(config)
     assert manager.stop() == 0
+
+    # The db remembers the bad commit: a new manager restores the bot, whose update brings
+    # the bad commit again, and it is rolled back before it runs.
+    manager = manager_factory(config, env=env).wait_ready()
+    wait_for(lambda: "[Git] version v1" in manager.output(), timeout=20, message="v1 restored")
+    assert "broken" not in manager.output()
+    assert remote.git(bot_dir, "rev-parse", "HEAD") == good
+    assert manager_log(config).count("because it was rolled back before") == 2
+    assert manager.stop() == 0
