@@ -206,6 +206,7 @@ def report(name: str, **figures) -> None:
 
 @contextlib.contextmanager
 def small_tmpfs(directory, size="1m"):
+    """A tmpfs of *size* mounted on *directory* (root only), unmounted at the end."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     directory.mkdir()

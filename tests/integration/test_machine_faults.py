@@ -22,7 +22,16 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import CLI, cli, processes_with, report, wait_for, write_bot, write_config
+from helpers import (
+    CLI,
+    cli,
+    processes_with,
+    report,
+    small_tmpfs,
+    wait_for,
+    write_bot,
+    write_config,
+)
 
 from trio_orchestrator.client import request, socket_address
 from trio_orchestrator.fdlimit import FDS_PER_BOT, RESERVED_FDS, raise_fd_limit
@@ -75,25 +84,6 @@ def assert_no_traceback(text: str) -> None:
 
 
 # ----- 1. the db on a full disk -----
-
-
-@contextlib.contextmanager
-def small_tmpfs(directory: Path, size: str = "256k"):
-    """A tmpfs of *size* mounted on *directory* (root only), unmounted at the end."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    directory.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
-        yield directory
-    finally:
-        subprocess.run(["umount", "-l", str(directory)], check=False)
 
 
 def fill(directory: Path) -> Path:
@@ -150,7 +140,7 @@ def _manager_with_its_db_on_a_small_disk(tmp_path, marker, manager_factory):
     )
     mount = tmp_path / "small"
     sock = tmp_path / ".trio-orch.sock"
-    with small_tmpfs(mount):
+    with small_tmpfs(mount, size="256k"):
         db = mount / "bot_states.db"
         manager = manager_factory(config, ["--db", str(db), "--socket", str(sock)])
         manager.wait_ready()
