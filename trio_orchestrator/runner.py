@@ -18,7 +18,6 @@ import enum
 import errno
 import fcntl
 import logging
-import math
 import os
 import random
 import signal
@@ -271,24 +270,18 @@ def _shared_environ() -> dict[str, str]:
 
 @attrs.define(eq=False)
 class _Pumps:
-    """What the two output pumps of one process share: a scope, shielded (a stop must not
+    """What the two output pumps of one process share: their scopes, shielded (a stop must not
     lose output) until the process has exited, then given PUMP_GRACE_SECONDS to drain;
     and the pipes, whose readers hold nothing back once the process has exited."""
 
     pipes: BotPipes = attrs.field(factory=BotPipes)
-    _scopes: list[trio.CancelScope] = attrs.field(factory=list)
-    _deadline: float = math.inf
-
-    def scope(self) -> trio.CancelScope:
-        """A new pump's scope (with the drain deadline if that is already set)."""
-        scope = trio.CancelScope(shield=True, deadline=self._deadline)
-        self._scopes.append(scope)
-        return scope
+    scopes: tuple[trio.CancelScope, trio.CancelScope] = attrs.field(
+        factory=lambda: (trio.CancelScope(shield=True), trio.CancelScope(shield=True))
+    )
 
     def drain_within(self, seconds: float) -> None:
-        self._deadline = trio.current_time() + seconds
-        for scope in self._scopes:
-            scope.deadline = self._deadline
+        for scope in self.scopes:
+            scope.deadline = trio.current_time() + seconds
 
 
 @attrs.define(eq=False)
@@ -495,8 +488,8 @@ class BotRunner:
                     run.first_start.set()  # else once the backoff (and its reason) is recorded
                 return None
             pumps = _Pumps()
-            nursery.start_soon(self._pump, process.stdout, "stdout", pumps)
-            nursery.start_soon(self._pump, process.stderr, "stderr", pumps)
+            nursery.start_soon(self._pump, process.stdout, "stdout", pumps.scopes[0], pumps.pipes)
+            nursery.start_soon(self._pump, process.stderr, "stderr", pumps.scopes[1], pumps.pipes)
             watching = trio.CancelScope()
             try:
                 await self._running(run, process)
@@ -643,14 +636,20 @@ class BotRunner:
             self.bot.stop_signal.name,
         )
 
-    async def _pump(self, stream: trio.abc.ReceiveStream, stream_name: str, pumps: _Pumps) -> None:
-        """Write the stream's lines through the output until EOF or the pumps' scope ends."""
+    async def _pump(
+        self,
+        stream: trio.abc.ReceiveStream,
+        stream_name: str,
+        scope: trio.CancelScope,
+        pipes: BotPipes,
+    ) -> None:
+        """Write the stream's lines through the output until EOF or *scope* ends."""
         with contextlib.suppress(OSError, AttributeError):  # a fake stream, or a capped size
             fcntl.fcntl(stream.fileno(), F_SETPIPE_SZ, READ_SIZE)
         splitter = LineSplitter()
         write = self.output(self.bot, stream_name)
-        read = _pipe_reader(stream, pumps.pipes)
-        with pumps.scope():
+        read = _pipe_reader(stream, pipes)
+        with scope:
             async with stream:
                 while data := await read():
                     if (block := splitter.feed(data)) is not None:
