@@ -107,7 +107,7 @@ async def test_slow_hook_does_not_block_and_is_killed_at_the_timeout(tmp_path, c
         async with runner.running():
             started = trio.current_time()
             assert runner.fire(Hooks(on_failed=slow), HookEvent("failed", "Bot"))
-            assert trio.current_time() - started < 0.05  # fire() never waits
+            assert trio.current_time() - started < 0.5  # fire() never waits for the hook
             while not pid_file.exists() or not pid_file.read_text().strip():
                 await trio.sleep(0.05)
             hook_pid = int(pid_file.read_text())
