@@ -1013,7 +1013,7 @@ def test_second_sigint_kills_at_once(tmp_path, marker, manager_factory):
     assert all(row["pid"] is None and row["preserved_state"] for row in rows.values()), rows
     assert "second signal: killing all bots now" in manager_log(config)
     report("second SIGINT", exit_after_second_s=round(elapsed, 2), exit_code=code)
-    assert elapsed < 5
+    assert elapsed < 15  # not stop_timeout (60 s), even on a loaded machine
 
 
 def test_sighup_reloads_and_leaves_an_unchanged_bot_alone(tmp_path, marker, manager_factory):

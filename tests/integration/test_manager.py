@@ -174,7 +174,7 @@ def test_second_signal_kills_at_once(tmp_path, manager_factory):
     wait_for(lambda: "SIGINT received: stopping all bots" in manager.output())
     started = time.monotonic()
     assert manager.stop(signal.SIGINT) == 0
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 10  # not stop_timeout (30 s)
     assert not pid_alive(pid)
 
 

@@ -89,11 +89,12 @@ def test_hung_bot_reason_reaches_status_log_history_and_hooks(tmp_path, manager_
     started = time.monotonic()
     info = wait_for(
         lambda: (s := status(config, "Idle"))["state"] == "failed" and s,
-        timeout=15,
+        timeout=25,
         message="Idle failed as hung",
     )
-    # Two hangs of ~1.2 s each and a 0.2 s delay: the 30 s restart hook did not wait.
-    assert time.monotonic() - started < 8
+    # Two hangs of ~1.2 s each and a 0.2 s delay: the 30 s restart hook did not wait (each
+    # look is a CLI call, slow on a loaded machine: the bound leaves room for that).
+    assert time.monotonic() - started < 20
     assert info["last_exit_reason"].startswith("hung: no heartbeat for ")
     log = manager_log(config)
     assert "Idle no heartbeat for" in log and "restarting it" in log
