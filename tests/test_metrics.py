@@ -34,7 +34,7 @@ def _bot(name="A", **changes):
         memory_bytes=123_456_789,
         processes=2,
         output_lines={"stdout": 10, "stderr": 1},
-        start_time=1.7e9,
+        start_time_seconds=1.7e9,
     )
     values.update(changes)
     return BotMetrics(**values)
@@ -54,7 +54,7 @@ def _value(families, family, sample_name=None, **labels):
 
 
 def test_text_is_read_by_prometheus_parser():
-    stopped = _bot("B.2", state="stopped", up=False, start_time=None)
+    stopped = _bot("B.2", state="stopped", up=False, start_time_seconds=None)
     text = render([_bot(), stopped], MANAGER, "0.1.0")
     families = _families(text)
     # Counters: the family name without _total, samples with it (Prometheus conventions).

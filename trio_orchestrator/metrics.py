@@ -111,21 +111,62 @@ class Counters:
             listener()
 
 
+_FAMILY = "trio_orch.metric"
+
+
+@attrs.frozen
+class _Family:
+    """How a :class:`BotMetrics` field is exposed: type, HELP, and the label it is split by."""
+
+    kind: str
+    help_text: str
+    # (label, its values): one sample per value, from a mapping of counts (0 when absent)
+    # or, for a text field, 1 for the value it holds and 0 for the others.
+    split_by: tuple[str, tuple[str, ...]] | None
+
+
+def _counter(help_text: str, split_by: tuple[str, tuple[str, ...]] | None = None) -> Any:
+    return attrs.field(metadata={_FAMILY: _Family("counter", help_text, split_by)})
+
+
+def _gauge(help_text: str, split_by: tuple[str, tuple[str, ...]] | None = None) -> Any:
+    return attrs.field(metadata={_FAMILY: _Family("gauge", help_text, split_by)})
+
+
 @attrs.frozen
 class BotMetrics:
-    """One bot's figures for :func:`render`."""
+    """One bot's figures for :func:`render`.
+
+    Every field but the name is the family ``trio_orch_bot_<field>`` (``_total`` added to
+    a counter's name), in this order.
+    """
 
     name: str
-    state: str
-    up: bool
-    starts: int
-    restarts: int
-    exits: Mapping[str, int]
-    cpu_seconds: float
-    memory_bytes: int
-    processes: int
-    output_lines: Mapping[str, int]
-    start_time: float | None  # Unix time the current process started
+    up: bool = _gauge("Whether the bot has a live process (running or paused).")
+    state: str = _gauge(
+        "The bot's lifecycle state: 1 for the current state, 0 for the others.",
+        ("state", STATES),
+    )
+    starts: int = _counter(
+        "Starts of the bot's process (user and automatic), as recorded in the state db."
+    )
+    restarts: int = _counter("Automatic restarts of the bot since the manager started.")
+    exits: Mapping[str, int] = _counter(
+        "Ends of the bot's process since the manager started, by reason.",
+        ("reason", EXIT_REASONS),
+    )
+    cpu_seconds: float = _counter(
+        "CPU time (user and system) of the bot's process group, in seconds, while sampled."
+    )
+    memory_bytes: int = _gauge("Resident memory of the bot's process group, in bytes.")
+    processes: int = _gauge("Live processes in the bot's process group.")
+    output_lines: Mapping[str, int] = _counter(
+        "Lines the bot wrote, by stream, since the manager started.", ("stream", STREAMS)
+    )
+    # Unix time the current process started; None (no sample) without a process.
+    start_time_seconds: float | None = _gauge(
+        "Start time of the bot's current process since the Unix epoch, in seconds."
+    )
 
 
 def _escape(value: str) -> str:
@@ -159,84 +200,29 @@ class _Writer:
         else:
             self.lines.append(f"{name} {_number(value)}")
 
-
-# Per bot: name, type, HELP, and how one bot writes its samples.
-_BOT_FAMILIES: tuple[tuple[str, str, str, Callable[[BotMetrics, _Writer, str], object]], ...] = (
-    (
-        "trio_orch_bot_up",
-        "gauge",
-        "Whether the bot has a live process (running or paused).",
-        lambda b, w, n: w.sample(n, b.up, bot=b.name),
-    ),
-    (
-        "trio_orch_bot_state",
-        "gauge",
-        "The bot's lifecycle state: 1 for the current state, 0 for the others.",
-        lambda b, w, n: [w.sample(n, b.state == s, bot=b.name, state=s) for s in STATES],
-    ),
-    (
-        "trio_orch_bot_starts_total",
-        "counter",
-        "Starts of the bot's process (user and automatic), as recorded in the state db.",
-        lambda b, w, n: w.sample(n, b.starts, bot=b.name),
-    ),
-    (
-        "trio_orch_bot_restarts_total",
-        "counter",
-        "Automatic restarts of the bot since the manager started.",
-        lambda b, w, n: w.sample(n, b.restarts, bot=b.name),
-    ),
-    (
-        "trio_orch_bot_exits_total",
-        "counter",
-        "Ends of the bot's process since the manager started, by reason.",
-        lambda b, w, n: [
-            w.sample(n, b.exits.get(r, 0), bot=b.name, reason=r) for r in EXIT_REASONS
-        ],
-    ),
-    (
-        "trio_orch_bot_cpu_seconds_total",
-        "counter",
-        "CPU time (user and system) of the bot's process group, in seconds, while sampled.",
-        lambda b, w, n: w.sample(n, b.cpu_seconds, bot=b.name),
-    ),
-    (
-        "trio_orch_bot_memory_bytes",
-        "gauge",
-        "Resident memory of the bot's process group, in bytes.",
-        lambda b, w, n: w.sample(n, b.memory_bytes, bot=b.name),
-    ),
-    (
-        "trio_orch_bot_processes",
-        "gauge",
-        "Live processes in the bot's process group.",
-        lambda b, w, n: w.sample(n, b.processes, bot=b.name),
-    ),
-    (
-        "trio_orch_bot_output_lines_total",
-        "counter",
-        "Lines the bot wrote, by stream, since the manager started.",
-        lambda b, w, n: [
-            w.sample(n, b.output_lines.get(s, 0), bot=b.name, stream=s) for s in STREAMS
-        ],
-    ),
-    (
-        "trio_orch_bot_start_time_seconds",
-        "gauge",
-        "Start time of the bot's current process since the Unix epoch, in seconds.",
-        lambda b, w, n: None if b.start_time is None else w.sample(n, b.start_time, bot=b.name),
-    ),
-)
+    def bot_family(self, field: attrs.Attribute, bots: list[BotMetrics]) -> None:
+        family: _Family = field.metadata[_FAMILY]
+        name = f"trio_orch_bot_{field.name}" + ("_total" if family.kind == "counter" else "")
+        self.family(name, family.kind, family.help_text)
+        for bot in bots:
+            value = getattr(bot, field.name)
+            if family.split_by is None:
+                if value is not None:
+                    self.sample(name, value, bot=bot.name)
+                continue
+            label, label_values = family.split_by
+            for each in label_values:
+                count = value == each if isinstance(value, str) else value.get(each, 0)
+                self.sample(name, count, bot=bot.name, **{label: each})
 
 
 def render(bots: Iterable[BotMetrics], manager: ManagerUsage, version: str = "") -> str:
     """The Prometheus text exposition (format 0.0.4) of the bots and the manager."""
     bots = list(bots)
     out = _Writer()
-    for name, kind, help_text, write in _BOT_FAMILIES:
-        out.family(name, kind, help_text)
-        for bot in bots:
-            write(bot, out, name)
+    for field in attrs.fields(BotMetrics):
+        if _FAMILY in field.metadata:
+            out.bot_family(field, bots)
     _write_manager(out, manager)
     out.family("trio_orch_build_info", "gauge", "The trio-orch version, as a label; always 1.")
     out.sample("trio_orch_build_info", 1, version=version or "unknown")
@@ -305,5 +291,5 @@ def bot_metrics(
         memory_bytes=0 if usage is None else usage.memory_bytes,
         processes=0 if usage is None else usage.processes,
         output_lines={stream: line_counts.get((name, stream), 0) for stream in STREAMS},
-        start_time=None if pid is None else start_time,
+        start_time_seconds=None if pid is None else start_time,
     )
