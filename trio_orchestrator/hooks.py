@@ -18,14 +18,13 @@ import datetime
 import logging
 import os
 import signal
-import subprocess
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
-from trio_orchestrator.runner import BotState, Transition
+from trio_orchestrator.runner import BotState, Transition, spawn_group
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -187,20 +186,8 @@ class HookRunner:
         with trio.move_on_after(self.timeout) as scope:
             async with trio.open_nursery() as nursery:
                 try:
-                    process = await nursery.start(
-                        partial(
-                            self.spawn,
-                            list(argv),
-                            cwd=self.cwd,
-                            env=env,
-                            stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT,
-                            check=False,
-                            start_new_session=True,
-                            deliver_cancel=_deliver_kill,
-                        )
-                    )
+                    group = partial(spawn_group, merge_stderr=True, deliver_cancel=_deliver_kill)
+                    process = await nursery.start(group, self.spawn, argv, self.cwd, env)
                 except OSError as exc:
                     LOGGER.warning("%s could not start: %s", what, exc.strerror or exc)
                     return

@@ -41,7 +41,7 @@ from trio_orchestrator.procfs import group_has_live_member
 from trio_orchestrator.units import signal_name
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
     from pathlib import Path
 
     from trio_orchestrator.config import BotConfig
@@ -54,6 +54,7 @@ __all__ = [
     "Transition",
     "describe_exit",
     "should_restart",
+    "spawn_group",
     "terminate_group",
 ]
 
@@ -224,6 +225,37 @@ async def terminate_group(
     with trio.move_on_after(SIGKILL_WAIT_SECONDS):
         await _wait_group_gone(pgid, killpg)
     return True
+
+
+async def spawn_group(
+    spawn: Callable[..., Awaitable[Any]],
+    argv: Sequence[str],
+    cwd: Path | None,
+    env: Mapping[str, str],
+    *,
+    merge_stderr: bool = False,
+    deliver_cancel: Callable[[trio.Process], Awaitable[None]],
+    task_status: trio.TaskStatus[trio.Process] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run *argv* as the manager runs every bot and hook, with *spawn*
+    (``trio.run_process`` or a wrapper that registers the child).
+
+    The child leads a new session and process group, so that a stop can signal everything
+    it started; it gets no stdin; its output is piped (stderr into stdout with
+    *merge_stderr*); its exit status is for the caller to read, never an exception.
+    """
+    await spawn(
+        list(argv),
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+        check=False,
+        start_new_session=True,
+        deliver_cancel=deliver_cancel,
+        task_status=task_status,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -604,15 +636,11 @@ class BotRunner:
         }
         argv = await self._argv()
         with trio.CancelScope() as self._process_scope:
-            await self.spawn(
+            await spawn_group(
+                self.spawn,
                 argv,
-                cwd=self.bot.directory,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                check=False,
-                start_new_session=True,
+                self.bot.directory,
+                env,
                 deliver_cancel=self._deliver_cancel,
                 task_status=task_status,
             )
