@@ -536,11 +536,9 @@ class Supervisor:
                 bot, record.update_previous_commit, f"it failed within {window} of the update"
             ):
                 return
-            self._freshly_updated.add(bot.name)
             try:
-                run = await self._begin(runner, StopReason.UPDATE)
+                run = await self._restart_updated(runner)
             except ActionFailed:
-                self._freshly_updated.discard(bot.name)
                 return
         with contextlib.suppress(ActionFailed):
             await self._started(runner, run, "started")
@@ -708,14 +706,19 @@ class Supervisor:
                 raise ActionFailed(f"{bot.name} update {result.message}")
             if not (result.changed and runner.active):
                 return f"{bot.name} {result.message}"
-            self._freshly_updated.add(bot.name)
-            try:
-                run = await self._begin(runner, StopReason.UPDATE)
-            except BaseException:
-                self._freshly_updated.discard(bot.name)
-                raise
+            run = await self._restart_updated(runner)
         await self._started(runner, run, "restarted")
         return f"{bot.name} {result.message}; restarted"
+
+    async def _restart_updated(self, runner: BotRunner) -> Run:
+        """Begin restarting *runner* onto the code just checked out (its start then skips
+        the update). Call with the bot's lock held."""
+        self._freshly_updated.add(runner.name)
+        try:
+            return await self._begin(runner, StopReason.UPDATE)
+        except BaseException:
+            self._freshly_updated.discard(runner.name)
+            raise
 
     _HANDLERS: ClassVar[dict[Action, Callable[[Supervisor, BotRunner], Awaitable[str]]]] = {
         Action.START: _start,
