@@ -27,10 +27,13 @@ import trio
 from trio_orchestrator.client import MAX_REQUEST_BYTES, encode, socket_address
 from trio_orchestrator.commands import Action, BadCommand, Command
 from trio_orchestrator.errors import EXIT_USAGE, ManagerRunning, OrchestratorError
+from trio_orchestrator.fileid import path_identity
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from pathlib import Path
+
+    from trio_orchestrator.fileid import FileIdentity
 
 __all__ = ["REQUEST_TIMEOUT", "ControlSocket", "bind_control_socket", "serve_control"]
 
@@ -172,13 +175,9 @@ async def serve_control(
     )
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    """What tells our socket file from a replacement: its device and inode."""
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return None
-    return (info.st_dev, info.st_ino)
+def _socket_identity(path: Path) -> FileIdentity | None:
+    # The file at the path itself: a link somebody put there is not our socket.
+    return path_identity(path, follow_symlinks=False)
 
 
 @attrs.define(eq=False)
@@ -190,7 +189,7 @@ class ControlSocket:
 
     path: Path
     _listener: trio.SocketListener
-    _bound: tuple[int, int] | None  # the identity of the socket file we bound
+    _bound: FileIdentity | None  # the identity of the socket file we bound
     check_interval: float = SOCKET_CHECK_SECONDS
     _warned: str | None = None
 
@@ -198,7 +197,7 @@ class ControlSocket:
     async def bind(cls, path: Path) -> ControlSocket:
         """Raises: as :func:`bind_control_socket`."""
         listener = await bind_control_socket(path)
-        return cls(path, listener, _identity(path))
+        return cls(path, listener, _socket_identity(path))
 
     async def serve(
         self,
@@ -218,7 +217,7 @@ class ControlSocket:
             task_status.started()
             while True:
                 await trio.sleep(self.check_interval)
-                if await trio.to_thread.run_sync(_identity, self.path) == self._bound:
+                if await trio.to_thread.run_sync(_socket_identity, self.path) == self._bound:
                     continue
                 try:
                     listener = await bind_control_socket(self.path)
@@ -229,7 +228,7 @@ class ControlSocket:
                     self._warn(str(exc))
                     continue
                 self._warned = None
-                self._bound = _identity(self.path)
+                self._bound = _socket_identity(self.path)
                 accepting.cancel()  # closes the old listener; its requests go on
                 self._listener = listener
                 accepting = await self._accept(nursery, handler)
@@ -263,7 +262,7 @@ class ControlSocket:
 
     def unlink(self) -> None:
         """Remove the socket file, if it is still ours."""
-        if _identity(self.path) == self._bound:
+        if _socket_identity(self.path) == self._bound:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
 

@@ -19,9 +19,13 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from trio_orchestrator.fileid import identity, path_identity
+
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
+
+    from trio_orchestrator.fileid import FileIdentity
 
 __all__ = [
     "DEFAULT_LINES",
@@ -112,14 +116,6 @@ def tail(path: Path, count: int = DEFAULT_LINES) -> list[bytes]:
     return lines
 
 
-def _inode(path: Path) -> tuple[int, int] | None:
-    try:
-        stat = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (stat.st_dev, stat.st_ino)
-
-
 class _Follower:
     """Reads complete lines from the file currently at a path, across rotations."""
 
@@ -127,7 +123,7 @@ class _Follower:
         self.path = path
         self.write = write
         self.handle = None
-        self.identity: tuple[int, int] | None = None
+        self.identity: FileIdentity | None = None
         self.partial = b""
 
     def open_current(self, count: int) -> None:
@@ -142,7 +138,7 @@ class _Follower:
         if len(lines) < count:
             lines = _backup_lines(self.path, count - len(lines)) + lines
         handle.seek(stat.st_size)
-        self.handle, self.identity = handle, (stat.st_dev, stat.st_ino)
+        self.handle, self.identity = handle, identity(stat)
         if lines and not lines[-1].endswith(b"\n"):
             self.partial = lines.pop()  # the writer may be in the middle of it
         self._emit(b"".join(lines))
@@ -173,7 +169,7 @@ class _Follower:
         except FileNotFoundError:
             return False  # renamed, the new file not created yet: the old may still grow
         stat = os.fstat(new.fileno())
-        new_identity = (stat.st_dev, stat.st_ino)
+        new_identity = identity(stat)
         if new_identity == self.identity:
             new.close()
             return False
@@ -192,12 +188,12 @@ class _Follower:
         self.handle, self.identity = new, new_identity
         return True
 
-    def _backup_index(self, identity: tuple[int, int] | None) -> int | None:
+    def _backup_index(self, wanted: FileIdentity | None) -> int | None:
         for index in range(1, MAX_BACKUPS + 1):
-            found = _inode(rotated(self.path, index))
+            found = path_identity(rotated(self.path, index))
             if found is None:
                 return None
-            if found == identity:
+            if found == wanted:
                 return index
         return None
 
@@ -209,10 +205,10 @@ class _Follower:
             except FileNotFoundError:
                 return False
             stat = os.fstat(self.handle.fileno())
-            self.identity = (stat.st_dev, stat.st_ino)
+            self.identity = identity(stat)
         if self._read_available():
             return True
-        current = _inode(self.path)
+        current = path_identity(self.path)
         if current is not None and current != self.identity:
             return self._switch()
         if os.fstat(self.handle.fileno()).st_size < self.handle.tell():

@@ -21,6 +21,8 @@ from typing import IO, TYPE_CHECKING
 
 from colorama import Fore, Style
 
+from trio_orchestrator.fileid import identity
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
@@ -349,7 +351,7 @@ class LogFile:
             os.makedirs(self.path.parent, exist_ok=True)
             fd = os.open(self.path, flags, 0o644)
         stat = os.fstat(fd)
-        self._fd, self._inode, self._size = fd, (stat.st_dev, stat.st_ino), stat.st_size
+        self._fd, self._inode, self._size = fd, identity(stat), stat.st_size
 
     def _close(self) -> None:
         if self._fd is not None:
@@ -365,7 +367,7 @@ class LogFile:
         except FileNotFoundError:
             self._close()
             return
-        if (stat.st_dev, stat.st_ino) != self._inode:
+        if identity(stat) != self._inode:
             self._close()
         else:
             self._size = stat.st_size  # truncated by someone else (copytruncate)
