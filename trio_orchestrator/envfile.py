@@ -33,21 +33,24 @@ __all__ = ["MAX_ENV_FILE_BYTES", "EnvFileError", "parse_env_file", "read_env_fil
 # An env file is a handful of lines; anything this big is a mistake (a log, a binary).
 MAX_ENV_FILE_BYTES = 1024 * 1024
 
+# The grammar of python-dotenv, piece by piece, in the order a line is read:
+# blanks, [export] KEY, blanks, =, VALUE, [# comment], end of line.
 _NEWLINE = re.compile(r"\r\n|\n|\r")
 _MULTILINE_SPACE = re.compile(r"\s*")
-_SPACE = re.compile(r"[^\S\r\n]*")
 _EXPORT = re.compile(r"(?:export[^\S\r\n]+)?")
 _SINGLE_QUOTED_KEY = re.compile(r"'([^']+)'")
 _UNQUOTED_KEY = re.compile(r"([^=\#\s]+)")
+_SPACE = re.compile(r"[^\S\r\n]*")
 _EQUAL_SIGN = re.compile(r"=[^\S\r\n]*")
-_SINGLE_QUOTED_VALUE = re.compile(r"'((?:\\.|[^'\\])*)'", re.DOTALL)
-_DOUBLE_QUOTED_VALUE = re.compile(r'"((?:\\.|[^"\\])*)"', re.DOTALL)
+# A quoted value, by its quote: the value up to the closing quote, and the escapes it knows.
+_QUOTED_VALUES = {
+    "'": (re.compile(r"'((?:\\.|[^'\\])*)'", re.DOTALL), re.compile(r"\\[\\']")),
+    '"': (re.compile(r'"((?:\\.|[^"\\])*)"', re.DOTALL), re.compile(r"\\[\\'\"abfnrtv]")),
+}
 _UNQUOTED_VALUE = re.compile(r"[^\r\n]*")
 _INLINE_COMMENT = re.compile(r"\s+#.*")
 _COMMENT = re.compile(r"(?:[^\S\r\n]*#[^\r\n]*)?")
 _END_OF_LINE = re.compile(r"[^\S\r\n]*(?:\r\n|\n|\r|$)")
-_DOUBLE_QUOTE_ESCAPES = re.compile(r"\\[\\'\"abfnrtv]")
-_SINGLE_QUOTE_ESCAPES = re.compile(r"\\[\\']")
 _ESCAPES = {
     "\\": "\\",
     "'": "'",
@@ -101,12 +104,10 @@ def _unescape(regex: re.Pattern[str], value: str) -> str:
 
 def _value(reader: _Reader, key: str) -> str:
     char = reader.peek()
-    if char == "'":
-        match = reader.read(_SINGLE_QUOTED_VALUE, f"a closing ' for the value of {key!r}")
-        return _unescape(_SINGLE_QUOTE_ESCAPES, match.group(1))
-    if char == '"':
-        match = reader.read(_DOUBLE_QUOTED_VALUE, f'a closing " for the value of {key!r}')
-        return _unescape(_DOUBLE_QUOTE_ESCAPES, match.group(1))
+    if char in _QUOTED_VALUES:
+        value, escapes = _QUOTED_VALUES[char]
+        match = reader.read(value, f"a closing {char} for the value of {key!r}")
+        return _unescape(escapes, match.group(1))
     if char in ("", "\n", "\r"):
         return ""
     raw = reader.read(_UNQUOTED_VALUE, "a value").group(0)
