@@ -17,7 +17,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from trio_orchestrator import __version__
 from trio_orchestrator.errors import (
@@ -33,6 +33,8 @@ from trio_orchestrator.errors import (
 from trio_orchestrator.units import human_bytes, human_percent, signal_name
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from trio_orchestrator.config import BotConfig, Config
     from trio_orchestrator.export import Export
     from trio_orchestrator.views import Paths
@@ -43,8 +45,7 @@ DEFAULT_CONFIG = Path("bot_config.yaml")
 COLOR_MODES = ("auto", "always", "never")
 SHELLS = ("bash", "zsh")
 
-# Commands and what their positional arguments are, for the parser and the completion
-# scripts: "bots" (names from the config), "shells", "directories" or None.
+# The actions on bots (the manager carries them out): summary and details of their help.
 ACTIONS = {
     "start": ("start bots", "A user start also resets the bot's restart count."),
     "stop": (
@@ -83,23 +84,187 @@ Global options go before the command, command options after it. Run
 _FORMATTER = argparse.RawDescriptionHelpFormatter
 
 
-def _add_command(
-    commands: argparse._SubParsersAction, name: str, summary: str, details: str = ""
-) -> argparse.ArgumentParser:
-    return commands.add_parser(
-        name,
-        help=summary,
-        description=summary[0].upper() + summary[1:] + "." + (f"\n\n{details}" if details else ""),
-        formatter_class=_FORMATTER,
-    )
-
-
 def _add_name(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("name", metavar="NAME", help="a bot name from the config")
 
 
 def _add_names(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("names", nargs="+", metavar="NAME", help="bot names from the config, or all")
+
+
+def _add_json(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--json", action="store_true", help=JSON_HELP)
+
+
+def _add_count(sub: argparse.ArgumentParser, help_text: str) -> None:
+    sub.add_argument("-n", "--lines", type=_count, default=20, metavar="N", help=help_text)
+
+
+def _start_all_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--timestamps",
+        action="store_true",
+        help="prefix each console line with its time, as the log files do (default: off)",
+    )
+
+
+def _status_arguments(sub: argparse.ArgumentParser) -> None:
+    _add_name(sub)
+    _add_json(sub)
+
+
+def _init_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "directory",
+        metavar="DIR",
+        type=Path,
+        nargs="?",
+        default=Path("."),
+        help="where to write them (default: the current directory)",
+    )
+
+
+def _completion_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("shell", choices=SHELLS, help="the shell to complete for")
+
+
+def _export_arguments(sub: argparse.ArgumentParser) -> None:
+    """``export systemd|compose|kubernetes TARGET`` (issue 14)."""
+    sub.add_argument("target", choices=("systemd", "compose", "kubernetes"), help="engine")
+    sub.add_argument(
+        "path", metavar="TARGET", type=Path, help="directory (systemd) or file to write"
+    )
+    sub.add_argument(
+        "--self",
+        dest="self_unit",
+        action="store_true",
+        help="systemd: one unit running trio-orch start_all instead (default: a unit per bot)",
+    )
+    sub.add_argument("--user", metavar="U", help="systemd: User= of the units (default: root)")
+    sub.add_argument(
+        "--image",
+        metavar="IMG",
+        help="compose/kubernetes: image of every bot, {name} = bot name in lower case "
+        "(default: build one per Python bot from a generated Dockerfile)",
+    )
+    sub.add_argument(
+        "--include-secrets",
+        action="store_true",
+        help="kubernetes: put the env_file values into the Secrets (default: keys only)",
+    )
+    sub.add_argument(
+        "--force", action="store_true", help="overwrite existing files (default: refuse)"
+    )
+
+
+def _logs_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("name", nargs="?", metavar="NAME", help="a bot (default: the manager)")
+    _add_count(sub, "lines to print (default: 20)")
+    sub.add_argument("-f", "--follow", action="store_true", help="follow until Ctrl-C")
+
+
+def _history_arguments(sub: argparse.ArgumentParser) -> None:
+    _add_name(sub)
+    _add_count(sub, "events (default: 20; 0: all)")
+    _add_json(sub)
+
+
+class _Command(NamedTuple):
+    """A command: its help, its own arguments, and what its positional argument completes
+    to in the shell ("bots", "shells", "directories" or None)."""
+
+    summary: str
+    details: str = ""
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    completes: str | None = None
+
+
+def _action(summary: str, details: str, action: str) -> _Command:
+    details = (f"{details}\n" if details else "") + (
+        "Asks the running manager (exit 3 if none runs).\n\n"
+        f"examples: trio-orch {action} Example\n"
+        f"          trio-orch {action} A B\n          trio-orch {action} all"
+    )
+    return _Command(summary, details, _add_names, "bots")
+
+
+_EVERY_BOT = _Command(
+    "show every bot (from the db when no manager runs)",
+    "Orphaned bots (still running after their manager was killed) are marked.",
+    _add_json,
+)
+
+# Every command but the hidden _bots, in the order --help lists them.
+COMMANDS: dict[str, _Command] = {
+    "start_all": _Command(
+        "run the manager in the foreground until SIGINT/SIGTERM",
+        "Starts the bots that were running at the last shutdown, plus never-seen bots\n"
+        "with `autostart: true`. Ctrl-C stops them all and exits 0.",
+        _start_all_arguments,
+    ),
+    "check": _Command("validate the config and start nothing"),
+    "reload": _Command(
+        "re-read the config and apply only the difference",
+        "Added bots start (if autostart), removed bots stop, bots whose settings changed\n"
+        "restart, the others keep running untouched. An invalid config is rejected\n"
+        "(exit 2) and the running one stays. SIGHUP to the manager does the same.",
+    ),
+    **{action: _action(*texts, action) for action, texts in ACTIONS.items()},
+    "status": _Command(
+        "show one bot (from the db when no manager runs)",
+        "example: trio-orch status Example --json",
+        _status_arguments,
+        "bots",
+    ),
+    "list": _EVERY_BOT,
+    "status_all": _EVERY_BOT,
+    "metrics": _Command(
+        "print the running manager's Prometheus metrics once",
+        "The text exposition format, as GET /metrics serves it with metrics_listen.",
+    ),
+    "init": _Command(
+        "write a commented bot_config.yaml and an example bot",
+        "Writes DIR/bot_config.yaml and DIR/bots/example/main.py; refuses (exit 1) if\n"
+        "either exists.\n\nexample: trio-orch init mybots && cd mybots && trio-orch start_all",
+        _init_arguments,
+        "directories",
+    ),
+    "completion": _Command(
+        "print a shell completion script",
+        'examples:\n  eval "$(trio-orch completion bash)"      # in ~/.bashrc\n'
+        "  source <(trio-orch completion zsh)       # in ~/.zshrc",
+        _completion_arguments,
+        "shells",
+    ),
+    "export": _Command(
+        "write the config as systemd units, a compose file or Kubernetes manifests",
+        "systemd DIR: one trio-orch-<Bot>.service per bot and trio-orch.target;\n"
+        "  with --self, DIR/trio-orch.service that runs `trio-orch start_all` at boot.\n"
+        "compose FILE: one service per bot (and Dockerfile.<Bot> beside FILE per Python\n"
+        "  bot unless --image). kubernetes FILE: a Deployment (and an env_file Secret)\n"
+        "  per bot. What a target cannot express is printed as a warning (stderr).\n"
+        "Refuses (exit 1) to overwrite files unless --force.\n\n"
+        "examples: trio-orch export systemd units/ --user bots\n"
+        "          trio-orch export compose compose.yaml\n"
+        "          trio-orch export kubernetes k8s/bots.yaml --image ghcr.io/me/{name}:1.0",
+        _export_arguments,
+    ),
+    "logs": _Command(
+        "print the last lines of a bot's log, or the manager's (-f: follow)",
+        "Reads the log files, with or without a running manager; follows across\n"
+        "rotations until Ctrl-C.\n\nexamples: trio-orch logs Example -n 50\n"
+        "          trio-orch logs -f",
+        _logs_arguments,
+        "bots",
+    ),
+    "history": _Command(
+        "show a bot's recorded events, newest last",
+        "Starts, exits with their reason, updates and reloads, from the manager or the db.\n\n"
+        "example: trio-orch history Example -n 50 --json",
+        _history_arguments,
+        "bots",
+    ),
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,11 +277,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_global_options(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_manager_commands(commands)
-    _add_query_commands(commands)
-    _add_setup_commands(commands)
-    _add_export_parser(commands)
-    _add_ops_parsers(commands)
+    for name, command in COMMANDS.items():
+        sub = commands.add_parser(
+            name,
+            help=command.summary,
+            description=command.summary[0].upper()
+            + command.summary[1:]
+            + "."
+            + (f"\n\n{command.details}" if command.details else ""),
+            formatter_class=_FORMATTER,
+        )
+        if command.arguments is not None:
+            command.arguments(sub)
+    commands.add_parser("_bots")  # hidden: the bot names, for the completion scripts
     return parser
 
 
@@ -156,168 +329,6 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
         help="colour the [Name] prefixes: auto on a terminal unless NO_COLOR is set, "
         "always (even piped, even with NO_COLOR), never (default: auto)",
     )
-
-
-def _add_manager_commands(commands: argparse._SubParsersAction) -> None:
-    """start_all, check, reload and the actions on bots."""
-    start_all = _add_command(
-        commands,
-        "start_all",
-        "run the manager in the foreground until SIGINT/SIGTERM",
-        "Starts the bots that were running at the last shutdown, plus never-seen bots\n"
-        "with `autostart: true`. Ctrl-C stops them all and exits 0.",
-    )
-    start_all.add_argument(
-        "--timestamps",
-        action="store_true",
-        help="prefix each console line with its time, as the log files do (default: off)",
-    )
-    _add_command(commands, "check", "validate the config and start nothing")
-    _add_command(
-        commands,
-        "reload",
-        "re-read the config and apply only the difference",
-        "Added bots start (if autostart), removed bots stop, bots whose settings changed\n"
-        "restart, the others keep running untouched. An invalid config is rejected\n"
-        "(exit 2) and the running one stays. SIGHUP to the manager does the same.",
-    )
-    for action, (summary, details) in ACTIONS.items():
-        sub = _add_command(
-            commands,
-            action,
-            summary,
-            (f"{details}\n" if details else "")
-            + "Asks the running manager (exit 3 if none runs).\n\n"
-            + f"examples: trio-orch {action} Example\n"
-            + f"          trio-orch {action} A B\n          trio-orch {action} all",
-        )
-        _add_names(sub)
-
-
-def _add_query_commands(commands: argparse._SubParsersAction) -> None:
-    """status, list, status_all and metrics."""
-    status = _add_command(
-        commands,
-        "status",
-        "show one bot (from the db when no manager runs)",
-        "example: trio-orch status Example --json",
-    )
-    _add_name(status)
-    status.add_argument("--json", action="store_true", help=JSON_HELP)
-    for query in ("list", "status_all"):
-        sub = _add_command(
-            commands,
-            query,
-            "show every bot (from the db when no manager runs)",
-            "Orphaned bots (still running after their manager was killed) are marked.",
-        )
-        sub.add_argument("--json", action="store_true", help=JSON_HELP)
-    _add_command(
-        commands,
-        "metrics",
-        "print the running manager's Prometheus metrics once",
-        "The text exposition format, as GET /metrics serves it with metrics_listen.",
-    )
-
-
-def _add_setup_commands(commands: argparse._SubParsersAction) -> None:
-    """init, completion and the hidden _bots (for the completion scripts)."""
-    init = _add_command(
-        commands,
-        "init",
-        "write a commented bot_config.yaml and an example bot",
-        "Writes DIR/bot_config.yaml and DIR/bots/example/main.py; refuses (exit 1) if\n"
-        "either exists.\n\nexample: trio-orch init mybots && cd mybots && trio-orch start_all",
-    )
-    init.add_argument(
-        "directory",
-        metavar="DIR",
-        type=Path,
-        nargs="?",
-        default=Path("."),
-        help="where to write them (default: the current directory)",
-    )
-    completion = _add_command(
-        commands,
-        "completion",
-        "print a shell completion script",
-        'examples:\n  eval "$(trio-orch completion bash)"      # in ~/.bashrc\n'
-        "  source <(trio-orch completion zsh)       # in ~/.zshrc",
-    )
-    completion.add_argument("shell", choices=SHELLS, help="the shell to complete for")
-    commands.add_parser("_bots")  # hidden: the bot names, for the completion scripts
-
-
-def _add_export_parser(commands: argparse._SubParsersAction) -> None:
-    """``export systemd|compose|kubernetes TARGET`` (issue 14)."""
-    export = _add_command(
-        commands,
-        "export",
-        "write the config as systemd units, a compose file or Kubernetes manifests",
-        "systemd DIR: one trio-orch-<Bot>.service per bot and trio-orch.target;\n"
-        "  with --self, DIR/trio-orch.service that runs `trio-orch start_all` at boot.\n"
-        "compose FILE: one service per bot (and Dockerfile.<Bot> beside FILE per Python\n"
-        "  bot unless --image). kubernetes FILE: a Deployment (and an env_file Secret)\n"
-        "  per bot. What a target cannot express is printed as a warning (stderr).\n"
-        "Refuses (exit 1) to overwrite files unless --force.\n\n"
-        "examples: trio-orch export systemd units/ --user bots\n"
-        "          trio-orch export compose compose.yaml\n"
-        "          trio-orch export kubernetes k8s/bots.yaml --image ghcr.io/me/{name}:1.0",
-    )
-    export.add_argument("target", choices=("systemd", "compose", "kubernetes"), help="engine")
-    export.add_argument(
-        "path", metavar="TARGET", type=Path, help="directory (systemd) or file to write"
-    )
-    export.add_argument(
-        "--self",
-        dest="self_unit",
-        action="store_true",
-        help="systemd: one unit running trio-orch start_all instead (default: a unit per bot)",
-    )
-    export.add_argument("--user", metavar="U", help="systemd: User= of the units (default: root)")
-    export.add_argument(
-        "--image",
-        metavar="IMG",
-        help="compose/kubernetes: image of every bot, {name} = bot name in lower case "
-        "(default: build one per Python bot from a generated Dockerfile)",
-    )
-    export.add_argument(
-        "--include-secrets",
-        action="store_true",
-        help="kubernetes: put the env_file values into the Secrets (default: keys only)",
-    )
-    export.add_argument(
-        "--force", action="store_true", help="overwrite existing files (default: refuse)"
-    )
-
-
-def _add_ops_parsers(commands: argparse._SubParsersAction) -> None:
-    """``logs [NAME] [-n N] [-f]`` and ``history NAME [-n N] [--json]`` (issue 11)."""
-    logs = _add_command(
-        commands,
-        "logs",
-        "print the last lines of a bot's log, or the manager's (-f: follow)",
-        "Reads the log files, with or without a running manager; follows across\n"
-        "rotations until Ctrl-C.\n\nexamples: trio-orch logs Example -n 50\n"
-        "          trio-orch logs -f",
-    )
-    logs.add_argument("name", nargs="?", metavar="NAME", help="a bot (default: the manager)")
-    logs.add_argument(
-        "-n", "--lines", type=_count, default=20, metavar="N", help="lines to print (default: 20)"
-    )
-    logs.add_argument("-f", "--follow", action="store_true", help="follow until Ctrl-C")
-    history = _add_command(
-        commands,
-        "history",
-        "show a bot's recorded events, newest last",
-        "Starts, exits with their reason, updates and reloads, from the manager or the db.\n\n"
-        "example: trio-orch history Example -n 50 --json",
-    )
-    _add_name(history)
-    history.add_argument(
-        "-n", "--lines", type=_count, default=20, metavar="N", help="events (default: 20; 0: all)"
-    )
-    history.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 def _count(text: str) -> int:
@@ -667,16 +678,7 @@ def cmd_bots(args: argparse.Namespace) -> int:
 
 def _completion_spec() -> dict[str, Any]:
     """What the completion scripts complete, taken from the same tables as the parser."""
-    commands = {"start_all": None, "check": None}
-    commands.update(dict.fromkeys(ACTIONS, "bots"))
-    commands.update({"status": "bots", "list": None, "status_all": None, "reload": None})
-    commands.update({"history": "bots", "logs": "bots", "export": None, "metrics": None})
-    commands.update({"init": "directories", "completion": "shells"})
     parser = _parser()
-    subparsers = next(
-        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
-    )
-    summaries = {choice.dest: choice.help for choice in subparsers._choices_actions}
     return {
         "global_options": [
             (option, action.help or "", action.choices, action.nargs != 0)
@@ -684,8 +686,8 @@ def _completion_spec() -> dict[str, Any]:
             for option in action.option_strings
         ],
         "commands": [
-            (name, summaries.get(name, ""), kind, ["--json"] if name in QUERIES else [])
-            for name, kind in commands.items()
+            (name, command.summary, command.completes, ["--json"] if name in QUERIES else [])
+            for name, command in COMMANDS.items()
         ],
         "shells": SHELLS,
     }
