@@ -4,6 +4,7 @@ manager (its socket, its db, its log) and at processes (/proc)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import subprocess
@@ -134,6 +135,24 @@ def manager_log(config: Path) -> str:
     """``logs/bot_manager.log`` beside *config* ("" before it exists)."""
     path = config.parent / "logs" / "bot_manager.log"
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+def bot_log(config: Path, name: str) -> bytes:
+    """``logs/<name>.log`` beside *config* (b"" before it exists)."""
+    path = config.parent / "logs" / f"{name}.log"
+    return path.read_bytes() if path.exists() else b""
+
+
+def assert_no_traceback(text: str) -> None:
+    assert "Traceback" not in text, text
+    assert "Fatal Python error" not in text, text
+
+
+def status(config: Path, name: str, env: dict[str, str] | None = None) -> dict:
+    """``trio-orch status NAME --json``, through the CLI."""
+    completed = cli(config, "status", name, "--json", env=env, timeout=15)
+    assert completed.returncode == 0, completed.stderr
+    return json.loads(completed.stdout)
 
 
 # ----- processes -----

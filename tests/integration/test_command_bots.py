@@ -10,8 +10,17 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import cli, group_members, pid_alive, wait_for, write_bot, write_config
-from test_cli_control import bots_of, wait_state
+from helpers import (
+    bot_log,
+    bots_of,
+    cli,
+    group_members,
+    pid_alive,
+    wait_for,
+    write_bot,
+    write_config,
+)
+from test_cli_control import wait_state
 
 INTERRUPTIBLE = """
 import time
@@ -24,9 +33,8 @@ except KeyboardInterrupt:
 """
 
 
-def bot_log(config, name):
-    path = config.parent / "logs" / f"{name}.log"
-    return path.read_text() if path.exists() else ""
+def bot_text(config, name):
+    return bot_log(config, name).decode()
 
 
 def test_command_bots_run_modules_programs_and_path_lookups(tmp_path, manager_factory):
@@ -56,7 +64,7 @@ def test_command_bots_run_modules_programs_and_path_lookups(tmp_path, manager_fa
     manager = manager_factory(config).wait_ready()
     for name, line in [("Module", "module up"), ("Local", "shell up"), ("OnPath", "from PATH")]:
         wait_state(manager.socket, name, "running")
-        wait_for(lambda name=name, line=line: f"[{name}] {line}" in bot_log(config, name))
+        wait_for(lambda name=name, line=line: f"[{name}] {line}" in bot_text(config, name))
     bots = bots_of(manager.socket)
     with open(f"/proc/{bots['Local']['pid']}/cmdline", "rb") as cmdline:
         assert cmdline.read().split(b"\0")[0] == b"sleep"  # the pid is the program itself
@@ -75,10 +83,10 @@ def test_stop_signal_int_lets_a_python_bot_handle_keyboard_interrupt(tmp_path, m
     )
     manager = manager_factory(config).wait_ready()
     wait_state(manager.socket, "Polite", "running")
-    wait_for(lambda: "waiting" in bot_log(config, "Polite"))
+    wait_for(lambda: "waiting" in bot_text(config, "Polite"))
     stopped = cli(config, "stop", "Polite")
     assert stopped.returncode == 0, stopped.stderr
-    assert "[Polite] interrupted cleanly" in bot_log(config, "Polite")
+    assert "[Polite] interrupted cleanly" in bot_text(config, "Polite")
     bot = bots_of(manager.socket)["Polite"]
     assert bot["last_exit_code"] == 0 and bot["last_exit_reason"] == "stopped by user"
     assert manager.stop() == 0
@@ -99,13 +107,13 @@ def test_gunicorn_with_workers_runs_as_a_command_bot(tmp_path, manager_factory):
     )
     manager = manager_factory(config).wait_ready()
     bot = wait_state(manager.socket, "Web", "running")
-    wait_for(lambda: bot_log(config, "Web").count("Booting worker") == 2, timeout=30)
-    port = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", bot_log(config, "Web")).group(1)
+    wait_for(lambda: bot_text(config, "Web").count("Booting worker") == 2, timeout=30)
+    port = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", bot_text(config, "Web")).group(1)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
         assert response.read().startswith(b"hello from worker")
     assert len(group_members(bot["pid"])) == 3  # the master is the bot; its workers too
     stopped = cli(config, "stop", "Web")
     assert stopped.returncode == 0, stopped.stderr
     assert group_members(bot["pid"]) == []
-    assert "Shutting down: Master" in bot_log(config, "Web")  # a graceful stop, not SIGKILL
+    assert "Shutting down: Master" in bot_text(config, "Web")  # a graceful stop, not SIGKILL
     assert manager.stop() == 0

@@ -33,6 +33,8 @@ from helpers import (
     SLEEPER,
     TICKER,
     ask,
+    assert_no_traceback,
+    bot_log,
     bots_of,
     cli,
     db_rows,
@@ -141,21 +143,11 @@ def timed(function, *args, **kwargs):
     return value, time.monotonic() - started
 
 
-def bot_log(config: Path, name: str) -> bytes:
-    path = config.parent / "logs" / f"{name}.log"
-    return path.read_bytes() if path.exists() else b""
-
-
 def all_logs(config: Path, name: str) -> bytes:
     """A bot's log with its rotated files before it, oldest first."""
     directory = config.parent / "logs"
     rotated = sorted(directory.glob(f"{name}.log.[0-9]*"), key=lambda path: -int(path.suffix[1:]))
     return b"".join(path.read_bytes() for path in rotated) + bot_log(config, name)
-
-
-def assert_no_traceback(text: str) -> None:
-    assert "Traceback" not in text, text
-    assert "Fatal Python error" not in text, text
 
 
 def db_matches_reality(config: Path, live: dict[str, dict]) -> None:
@@ -671,7 +663,7 @@ def test_transient_db_lock_while_running(tmp_path, marker, manager_factory):
         list_max_s=round(max(list_times), 3),
         commands_done_after_release_s=round(waited, 2),
     )
-    assert max(list_times) < 1.0
+    assert max(list_times) < 3.0  # answered during the 6 s lock, not after it
     assert not processes_with(marker)
 
 

@@ -3,7 +3,6 @@ and local bare repositories as origin."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from gitrepo import Remote, isolated_git_env
-from helpers import cli, history, manager_log, pid_alive, wait_for, write_config
+from helpers import cli, history, manager_log, pid_alive, status, wait_for, write_config
 
 pytestmark = [
     pytest.mark.git,
@@ -64,12 +63,6 @@ def remote(tmp_path: Path, env: dict[str, str]) -> Remote:
 
 def git_bot(directory: Path, repo_url: str, **settings: object) -> dict:
     return {"script": "main.py", "directory": str(directory), "repo_url": repo_url, **settings}
-
-
-def status(config: Path, name: str, env: dict[str, str]) -> dict:
-    completed = cli(config, "status", name, "--json", env=env, timeout=15)
-    assert completed.returncode == 0, completed.stderr
-    return json.loads(completed.stdout)
 
 
 def test_new_commit_is_checked_out_before_the_bot_starts(

@@ -24,7 +24,12 @@ from pathlib import Path
 import pytest
 from helpers import (
     CLI,
+    ask,
+    assert_no_traceback,
+    bot_log,
+    bots_of,
     cli,
+    manager_log,
     processes_with,
     report,
     small_tmpfs,
@@ -33,7 +38,7 @@ from helpers import (
     write_config,
 )
 
-from trio_orchestrator.client import request, socket_address
+from trio_orchestrator.client import socket_address
 from trio_orchestrator.fdlimit import FDS_PER_BOT, RESERVED_FDS, raise_fd_limit
 from trio_orchestrator.statewriter import CLOSE_GRACE_SECONDS
 
@@ -57,30 +62,6 @@ for i in itertools.count():
 
 def bot(directory: Path, marker: str, **settings) -> dict:
     return {"script": "main.py", "directory": str(directory), "args": [marker], **settings}
-
-
-def ask(sock: Path, message: dict, timeout: float = 30) -> dict:
-    with socket_address(sock) as address:
-        return request(address, message, timeout=timeout)
-
-
-def bots_of(sock: Path) -> dict[str, dict]:
-    return {info["name"]: info for info in ask(sock, {"command": "list"})["bots"]}
-
-
-def manager_log(config: Path) -> str:
-    path = config.parent / "logs" / "bot_manager.log"
-    return path.read_text(errors="replace") if path.exists() else ""
-
-
-def bot_log(directory: Path, name: str) -> bytes:
-    path = directory / "logs" / f"{name}.log"
-    return path.read_bytes() if path.exists() else b""
-
-
-def assert_no_traceback(text: str) -> None:
-    assert "Traceback" not in text, text
-    assert "Fatal Python error" not in text, text
 
 
 # ----- 1. the db on a full disk -----
@@ -157,13 +138,8 @@ def _manager_with_its_db_on_a_small_disk(tmp_path, marker, manager_factory):
 def test_db_on_a_full_disk_keeps_transitions_queued_and_commits_them_in_order(
     tmp_path, marker, manager_factory
 ):
-    with _manager_with_its_db_on_a_small_disk(tmp_path, marker, manager_factory) as (
-        config,
-        manager,
-        mount,
-        db,
-        sock,
-    ):
+    with _manager_with_its_db_on_a_small_disk(tmp_path, marker, manager_factory) as disk:
+        config, manager, mount, db, sock = disk
         before_events = len(read_db(db)[1])
         filler = fill(mount)
 
@@ -221,13 +197,8 @@ def test_db_on_a_full_disk_keeps_transitions_queued_and_commits_them_in_order(
 
 @pytest.mark.slow
 def test_shutdown_ends_while_the_db_disk_stays_full(tmp_path, marker, manager_factory):
-    with _manager_with_its_db_on_a_small_disk(tmp_path, marker, manager_factory) as (
-        config,
-        manager,
-        mount,
-        db,
-        sock,
-    ):
+    with _manager_with_its_db_on_a_small_disk(tmp_path, marker, manager_factory) as disk:
+        config, manager, mount, db, sock = disk
         fill(mount)
         result = cli(config, "--socket", str(sock), "--db", str(db), "stop", "Alpha")
         assert result.returncode == 0, result.stdout + result.stderr
@@ -563,7 +534,7 @@ def test_a_running_bot_costs_the_manager_fds_per_bot_descriptors(tmp_path, marke
     idle = steady_fd_count(pid)
     for index in range(5):
         assert ask(manager.socket, {"command": "start", "name": f"B{index}"})["ok"]
-    wait_for(lambda: all(bot_log(tmp_path, f"B{index}") for index in range(5)), 10)
+    wait_for(lambda: all(bot_log(config, f"B{index}") for index in range(5)), 10)
     busy = steady_fd_count(pid)
     assert manager.stop() == 0
     report("fds per bot", idle=idle, five_running=busy, per_bot=(busy - idle) / 5)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import sys
 import textwrap
 import time
@@ -16,7 +15,17 @@ from pathlib import Path
 
 import pytest
 from gitrepo import Remote
-from helpers import cli, pid_alive, processes_with, wait_for, write_bot, write_config
+from helpers import (
+    cli,
+    history,
+    manager_log,
+    pid_alive,
+    processes_with,
+    status,
+    wait_for,
+    write_bot,
+    write_config,
+)
 from test_git_manager import BOT_CODE, git_bot
 
 from trio_orchestrator.procfs import proc_stat_fields
@@ -29,25 +38,6 @@ RECORDER = textwrap.dedent(
         out.write(json.dumps(variables) + "\\n")
     """
 )
-
-
-def status(config: Path, name: str, environ=None) -> dict:
-    completed = cli(config, "status", name, "--json", env=environ, timeout=15)
-    assert completed.returncode == 0, completed.stderr
-    return json.loads(completed.stdout)
-
-
-def history(config: Path, name: str) -> list[tuple[str, str]]:
-    with sqlite3.connect(config.parent / "bot_states.db") as db:
-        rows = db.execute(
-            "SELECT event, detail FROM bot_history WHERE bot_name = ? ORDER BY id", (name,)
-        ).fetchall()
-    return [(event, detail or "") for event, detail in rows]
-
-
-def manager_log(config: Path) -> str:
-    path = config.parent / "logs" / "bot_manager.log"
-    return path.read_text() if path.exists() else ""
 
 
 def events(path: Path) -> list[dict]:
