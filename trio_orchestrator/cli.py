@@ -178,6 +178,12 @@ class _Command(NamedTuple):
     arguments: Callable[[argparse.ArgumentParser], None] | None = None
     completes: str | None = None
 
+    @property
+    def description(self) -> str:
+        """The summary as a sentence, then the details."""
+        sentence = self.summary[0].upper() + self.summary[1:] + "."
+        return f"{sentence}\n\n{self.details}" if self.details else sentence
+
 
 def _action(summary: str, details: str, action: str) -> _Command:
     details = (f"{details}\n" if details else "") + (
@@ -279,13 +285,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         sub = commands.add_parser(
-            name,
-            help=command.summary,
-            description=command.summary[0].upper()
-            + command.summary[1:]
-            + "."
-            + (f"\n\n{command.details}" if command.details else ""),
-            formatter_class=_FORMATTER,
+            name, help=command.summary, description=command.description, formatter_class=_FORMATTER
         )
         if command.arguments is not None:
             command.arguments(sub)
