@@ -104,21 +104,23 @@ STAMP = rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d"
 
 
 def test_printer_prefixes_and_replaces_undecodable_bytes():
-    console, log = Printer(color=False).format("Bot", "red", "stdout", b"one\nt\xffwo")
+    console, log, lines = Printer(color=False).format("Bot", "red", "stdout", b"one\nt\xffwo")
     assert console == "[Bot] one\n[Bot] t\ufffdwo\n".encode()
+    assert lines == 2
     assert re.fullmatch(
         rb"(%s) stdout \[Bot\] one\n\1 stdout \[Bot\] t\xef\xbf\xbdwo\n" % STAMP, log
     )
 
 
 def test_printer_colors_console_but_never_the_log():
-    console, log = Printer(color=True).format("Bot", "cyan", "stderr", b"hi")
+    console, log, lines = Printer(color=True).format("Bot", "cyan", "stderr", b"hi")
     assert console == b"\x1b[36m[Bot]\x1b[0m hi\n"
+    assert lines == 1
     assert re.fullmatch(STAMP + rb" stderr \[Bot\] hi\n", log)
 
 
 def test_printer_timestamps_on_the_console_on_request():
-    console, _ = Printer(color=False, timestamps=True).format("Bot", "red", "stdout", b"a\nb")
+    console, _, _ = Printer(color=False, timestamps=True).format("Bot", "red", "stdout", b"a\nb")
     assert re.fullmatch(rb"(%s) \[Bot\] a\n\1 \[Bot\] b\n" % STAMP, console)
 
 

@@ -220,8 +220,7 @@ class OutputSink:
 
         async def write(block: bytes) -> None:
             """**Cancellation:** the block is in the log file; the console may miss it."""
-            console_data, log_data = format_block(block)
-            lines = block.count(b"\n") + 1
+            console_data, log_data, lines = format_block(block)
             lines_total[key] += lines
             log_file.write(log_data, lines)  # a page-cache write: fine on the loop
             await console.write(console_data, lines)
