@@ -32,6 +32,7 @@ import attrs
 import trio
 
 from trio_orchestrator import gitupdate, heartbeat, metrics
+from trio_orchestrator.allocator import keep_blocks_in_heap
 from trio_orchestrator.commandfile import CommandFile
 from trio_orchestrator.commands import Action, Command
 from trio_orchestrator.config import load_config
@@ -895,6 +896,7 @@ def run_manager(config: Config, paths: Paths, color_mode: str, timestamps: bool 
         StateError: the db is unusable.
     """
     fd_limit = raise_fd_limit()  # first: the db, logs and sockets count against it
+    keep_blocks_in_heap()  # a flood's blocks reuse memory instead of faulting in pages
     with contextlib.ExitStack() as stack:
         lock = OwnerLock(paths.db)
         lock.acquire()
