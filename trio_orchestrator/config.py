@@ -9,7 +9,6 @@ never the cwd.
 
 from __future__ import annotations
 
-import difflib
 import enum
 import ipaddress
 import os
@@ -526,6 +525,8 @@ def _explain(exc: TypeError | ValueError) -> str:
 
 
 def _did_you_mean(word: object, known: Iterable[str]) -> str:
+    import difflib  # only a misspelt key pays for it: `list` and the CLI start faster
+
     close = difflib.get_close_matches(str(word), list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

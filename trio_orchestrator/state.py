@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
-import logging
 import os
 import sqlite3
 from typing import TYPE_CHECKING, Any
@@ -36,7 +35,6 @@ __all__ = [
     "records_for",
 ]
 
-LOGGER = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 5000
