@@ -24,7 +24,6 @@ import hmac
 import http
 import ipaddress
 import json
-import logging
 import os
 import socket
 from typing import TYPE_CHECKING, Any, Protocol
@@ -52,7 +51,6 @@ __all__ = [
     "serve_web",
 ]
 
-LOGGER = logging.getLogger(__name__)
 
 MAX_CONCURRENT_CLIENTS = 64
 MAX_EVENT_STREAMS = 16  # of those, long-lived /events connections
