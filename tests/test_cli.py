@@ -282,6 +282,9 @@ def test_bash_completion_parses_and_completes(config, tmp_path, capsys):
         complete_words "$2" --color ""
         complete_words "$2" st
         complete_words "$2" completion ""
+        complete_words "$2" --config "$3" logs -
+        complete_words "$2" --config "$3" history Alpha --j
+        complete_words "$2" export --i
         """
     )
     result = subprocess.run(
@@ -297,6 +300,9 @@ def test_bash_completion_parses_and_completes(config, tmp_path, capsys):
         "auto always never",
         "start_all start stop status status_all",
         "bash zsh",
+        "-n --lines -f --follow -h --help",
+        "--json",
+        "--image --include-secrets",
     ]
 
 

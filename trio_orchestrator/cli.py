@@ -677,20 +677,32 @@ def cmd_bots(args: argparse.Namespace) -> int:
 
 
 def _completion_spec() -> dict[str, Any]:
-    """What the completion scripts complete, taken from the same tables as the parser."""
+    """What the completion scripts complete, taken from the parser itself."""
     parser = _parser()
+    subparsers = next(
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    )
     return {
-        "global_options": [
-            (option, action.help or "", action.choices, action.nargs != 0)
-            for action in parser._actions
-            for option in action.option_strings
-        ],
+        "global_options": _options(parser),
         "commands": [
-            (name, command.summary, command.completes, ["--json"] if name in QUERIES else [])
+            (name, command.summary, command.completes, _options(subparsers.choices[name], True))
             for name, command in COMMANDS.items()
         ],
         "shells": SHELLS,
     }
+
+
+def _options(
+    parser: argparse.ArgumentParser, skip_help: bool = False
+) -> list[tuple[str, str, Any, bool, bool]]:
+    """``(option, help, choices, takes a value, the value is a path)`` of each option, but
+    -h/--help with *skip_help* (the scripts add a command's themselves)."""
+    return [
+        (option, action.help or "", action.choices, action.nargs != 0, action.type is Path)
+        for action in parser._actions
+        if not (skip_help and isinstance(action, argparse._HelpAction))
+        for option in action.option_strings
+    ]
 
 
 # ----- the table -----

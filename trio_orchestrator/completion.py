@@ -14,9 +14,6 @@ from typing import Any
 
 __all__ = ["script"]
 
-# Option values that name files, and what each kind of argument completes to.
-_PATH_OPTIONS = ("--config", "--commands", "--db", "--socket")
-
 
 def _quote(text: str) -> str:
     """*text* inside single quotes, for both shells."""
@@ -24,16 +21,24 @@ def _quote(text: str) -> str:
 
 
 def _short(help_text: str) -> str:
-    """The help text's first clause, without characters special to zsh's _arguments."""
-    text = re.split(r"[(:;]", help_text, maxsplit=1)[0].strip()
+    """The help text without its "(default ...)" and after a first clause of one word (as
+    in ``systemd: one unit per ...``) only the next, without characters special to zsh's
+    _arguments."""
+    text = re.split(r"\s*[(;]", help_text.strip(), maxsplit=1)[0]
+    head, colon, rest = text.partition(":")
+    if colon and " " not in head and rest.strip():
+        text = f"{head} - {rest.strip().split(':')[0]}"
+    else:
+        text = head
     return re.sub(r"[\[\]\\`$]", "", text)
 
 
 def _bash(spec: dict[str, Any]) -> dict[str, str]:
     options = spec["global_options"]
-    valued = [name for name, _help, _choices, takes_value in options if takes_value]
-    replies = {"|".join(name for name in valued if name in _PATH_OPTIONS): 'compgen -f -- "$cur"'}
-    for name, _help, choices, _takes_value in options:
+    valued = [name for name, _help, _choices, takes_value, _path in options if takes_value]
+    paths = [name for name, _help, _choices, _takes_value, is_path in options if is_path]
+    replies = {"|".join(paths): 'compgen -f -- "$cur"'}
+    for name, _help, choices, *_ in options:
         if choices:
             replies[name] = f'compgen -W "{" ".join(choices)}" -- "$cur"'
     values = [
@@ -45,7 +50,7 @@ def _bash(spec: dict[str, Any]) -> dict[str, str]:
     ]
     cases = []
     for name, _summary, kind, command_options in spec["commands"]:
-        words = " ".join([*command_options, "-h", "--help"])
+        words = " ".join([*(option for option, *_ in command_options), "-h", "--help"])
         cases.append(f'        {name}) _trio_orch_reply "{words}" {kind or "none"} ;;')
     return {
         "@SHELLS@": " ".join(spec["shells"]),
@@ -58,17 +63,7 @@ def _bash(spec: dict[str, Any]) -> dict[str, str]:
 
 
 def _zsh(spec: dict[str, Any]) -> dict[str, str]:
-    specs = []
-    for name, help_text, choices, takes_value in spec["global_options"]:
-        description = f"[{_short(help_text)}]"
-        if name in ("-h", "--help", "--version"):
-            specs.append(_quote(f"(- *){name}{description}"))
-        elif not takes_value:
-            specs.append(_quote(f"{name}{description}"))
-        elif choices:
-            specs.append(_quote(f"{name}={description}:{name[2:]}:({' '.join(choices)})"))
-        else:
-            specs.append(_quote(f"{name}={description}:{name[2:]} file:_files"))
+    specs = [_zsh_option(*option) for option in spec["global_options"]]
     commands = [
         "        " + _quote(f"{name}:{_short(summary)}") for name, summary, *_ in spec["commands"]
     ]
@@ -81,7 +76,7 @@ def _zsh(spec: dict[str, Any]) -> dict[str, str]:
     cases = []
     for name, _summary, kind, command_options in spec["commands"]:
         words = ["'(- *)'{-h,--help}'[show the help]'"]
-        words += [_quote(f"{option}[print JSON]") for option in command_options]
+        words += [_zsh_option(*option) for option in command_options]
         if arguments[kind]:
             words.append(arguments[kind])
         cases.append(f"                ({name}) _arguments {' '.join(words)} ;;")
@@ -90,6 +85,21 @@ def _zsh(spec: dict[str, Any]) -> dict[str, str]:
         "@GLOBAL_SPECS@": "".join(f"        {line} \\\n" for line in specs).rstrip("\n"),
         "@COMMAND_CASES@": "\n".join(cases),
     }
+
+
+def _zsh_option(name: str, help_text: str, choices: Any, takes_value: bool, is_path: bool) -> str:
+    """One option for zsh's ``_arguments``: its description and what its value completes to."""
+    description = f"[{_short(help_text)}]"
+    if name in ("-h", "--help", "--version"):
+        return _quote(f"(- *){name}{description}")
+    if not takes_value:
+        return _quote(f"{name}{description}")
+    # --long=VALUE or --long VALUE; -n VALUE
+    head = f"{name}={description}" if name.startswith("--") else f"{name}{description}"
+    label = name.lstrip("-")
+    if choices:
+        return _quote(f"{head}:{label}:({' '.join(choices)})")
+    return _quote(f"{head}:{label} file:_files" if is_path else f"{head}:{label}: ")
 
 
 def script(shell: str, spec: dict[str, Any]) -> str:
