@@ -36,6 +36,7 @@ import attrs
 import trio
 
 from trio_orchestrator.commands import MAX_COMMAND_LENGTH, BadCommand, parse_command
+from trio_orchestrator.fileid import identity, path_identity
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -63,13 +64,6 @@ SETTLE_SECONDS = 2.0
 class _Line:
     text: str | None  # None: the line was too long or not text
     end: int  # offset just after the line
-
-
-def _inode_or_none(path: Path) -> int | None:
-    try:
-        return os.stat(path).st_ino
-    except FileNotFoundError:
-        return None
 
 
 def _stat_key(path: Path) -> tuple[int, ...] | None:
@@ -234,7 +228,7 @@ class CommandFile:
         assert self._offsets is not None
         text = "".join(f"{inode} {offset}\n" for inode, offset in self._offsets.items())
         fd = self._offset_fd
-        if fd is not None and os.fstat(fd).st_ino != _inode_or_none(self.offset_path):
+        if fd is not None and identity(os.fstat(fd)) != path_identity(self.offset_path):
             os.close(fd)  # deleted or replaced behind our back
             fd = self._offset_fd = None
         if fd is None:
