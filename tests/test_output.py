@@ -169,6 +169,23 @@ def test_log_files_append_per_bot(tmp_path):
     assert logs.get("A", settings).backups == 5
 
 
+def test_log_files_take_new_rotation_limits_of_an_open_file(tmp_path):
+    # A reload may change log_max_bytes/log_backups of a bot whose file is open already.
+    logs = LogFiles(tmp_path / "logs")
+    before = make_config(tmp_path, {}, log_max_bytes=1000, log_backups=1).settings
+    after = make_config(tmp_path, {}, log_max_bytes=10, log_backups=2).settings
+    first = logs.get("A", before)
+    first.write(b"[A] 1234567\n", 1)
+    assert logs.get("A", after) is first
+    first.write(b"[A] 2\n", 1)  # over the new 10 bytes: rotates
+    first.write(b"[A] 3\n", 1)
+    logs.close()
+    directory = tmp_path / "logs"
+    assert (directory / "A.log.2").read_bytes() == b"[A] 1234567\n"
+    assert (directory / "A.log.1").read_bytes() == b"[A] 2\n"
+    assert (directory / "A.log").read_bytes() == b"[A] 3\n"
+
+
 def test_rotation_under_a_flood_keeps_every_line_once_and_whole(tmp_path):
     limit, backups = 60_000, 300  # enough backups to keep everything for the count
     log = LogFile(tmp_path / "Flood.log", limit, backups)

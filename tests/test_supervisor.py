@@ -16,6 +16,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
+import yaml
 from fakes import FakeBots, jump_when_idle
 from helpers import db_rows, history, make_config
 
@@ -357,6 +358,22 @@ async def test_an_update_cancelled_by_the_shutdown_is_recorded(tmp_path, clock):
     await harness.play([(5, SHUTDOWN)])
     assert harness.rows()["A"]["update_outcome"] == "failed: cancelled"
     assert harness.events("A") == ["starting", "update", "stopped"]
+
+
+async def test_a_reload_applies_the_new_hook_timeout_and_manager_log_rotation(tmp_path, clock):
+    harness = Harness(tmp_path, {"A": {}}, {"A": []}, settings={"hook_timeout": 5})
+    settings = {"log_directory": "logs", "command_poll_interval": 1000, "hook_timeout": 7}
+    settings |= {"log_max_bytes": 2000, "log_backups": 2}
+    document = {"bots": {"A": {"script": "main.py", "directory": "."}}, "global_settings": settings}
+
+    def edit():
+        (tmp_path / "bot_config.yaml").write_text(yaml.safe_dump(document))
+
+    await harness.play([(5, edit), (6, "reload", {"ok": True})])
+    harness.check_replies([(5, edit), (6, "reload", {"ok": True})])
+    assert harness.supervisor._hooks.timeout == 7
+    manager_log = harness.supervisor.sink.log_files._files["bot_manager"]
+    assert (manager_log.max_bytes, manager_log.backups) == (2000, 2)
 
 
 async def test_sigterm_shuts_down_and_preserves(tmp_path, clock):

@@ -293,6 +293,11 @@ class LogFile:
         self._disk_full = False
         self.lost_lines = 0
 
+    def set_limits(self, max_bytes: int, backups: int) -> None:
+        """Rotate at *max_bytes* and keep *backups* from the next write on."""
+        with self._lock:
+            self.max_bytes, self.backups = max_bytes, backups
+
     def open(self) -> None:
         """Open (or create) the file now. Raises: OSError if it cannot be."""
         with self._lock:
@@ -449,12 +454,13 @@ class LogFiles:
         self._files: dict[str, LogFile] = {}
 
     def get(self, name: str, settings: GlobalSettings | BotConfig) -> LogFile:
-        """The file ``<directory>/<name>.log`` with the rotation *settings* has."""
+        """The file ``<directory>/<name>.log``, rotated as *settings* say (also when it is
+        open already: a reload may have changed them)."""
+        max_bytes, backups = log_limits(settings)
         log_file = self._files.get(name)
         if log_file is None:
-            max_bytes, backups = log_limits(settings)
-            log_file = LogFile(self.directory / f"{name}.log", max_bytes, backups)
-            self._files[name] = log_file
+            log_file = self._files[name] = LogFile(self.directory / f"{name}.log")
+        log_file.set_limits(max_bytes, backups)
         return log_file
 
     def reopen(self) -> None:

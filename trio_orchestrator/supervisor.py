@@ -73,6 +73,7 @@ LOGGER = logging.getLogger("trio_orchestrator")
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ENDED = (BotState.STOPPED, BotState.EXITED, BotState.FAILED)
+_MANAGER_LOG_NAME = "bot_manager"  # logs/bot_manager.log, beside the bots' logs
 # Ours, and trio's accept loop of the control socket ("accept returned EMFILE; sleeping").
 _LOGGERS = ("trio_orchestrator", "trio.serve_listeners")
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
@@ -309,6 +310,8 @@ class Supervisor:
                 LOGGER.warning("%s", warning)
             await self._each(self._remove_bot, diff.removed)
             self.config = new
+            self._hooks.timeout = new.settings.hook_timeout
+            self.sink.log_files.get(_MANAGER_LOG_NAME, new.settings)  # its rotation limits
             for name in diff.updated:
                 self.runners[name].bot = new.bots[name]
             for name in diff.added:
@@ -852,7 +855,7 @@ async def _run_cancellable(
 def _setup_logging(settings: GlobalSettings, sink: OutputSink) -> list[logging.Handler]:
     """Manager events to ``bot_manager.log`` (through the sink's log files: rotation,
     disk full, reopen) and to the console. Raises: OSError if the log cannot be opened."""
-    log_file = sink.log_files.get("bot_manager", settings)
+    log_file = sink.log_files.get(_MANAGER_LOG_NAME, settings)
     log_file.open()
     file_handler = LogFileHandler(log_file)
     file_handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
