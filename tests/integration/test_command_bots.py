@@ -95,16 +95,16 @@ def test_stop_signal_int_lets_a_python_bot_handle_keyboard_interrupt(tmp_path, m
 
 
 def test_gunicorn_with_workers_runs_as_a_command_bot(tmp_path, manager_factory):
-    """The example in examples/gunicorn: a real server whose workers share the bot's group."""
+    """examples/gunicorn as it is, on a free port and with this environment's gunicorn:
+    a real server whose workers share the bot's group."""
     pytest.importorskip("gunicorn", reason="gunicorn is in the dev extra")
-    example = Path(__file__).parents[2] / "examples" / "gunicorn" / "app.py"
-    shutil.copy(example, tmp_path / "app.py")
-    gunicorn = [sys.executable, "-m", "gunicorn", "app:app", "--workers", "2"]
-    config = write_config(
-        tmp_path / "bot_config.yaml",
-        {"Web": {"command": [*gunicorn, "--bind", "127.0.0.1:0"], "directory": "."}},
-        stop_timeout=30,
-    )
+    example = Path(__file__).parents[2] / "examples" / "gunicorn"
+    shutil.copytree(example, tmp_path, dirs_exist_ok=True)
+    config = tmp_path / "bot_config.yaml"
+    text = config.read_text()
+    assert "command: gunicorn app:app --workers 2 --bind 127.0.0.1:8000" in text
+    here = Path(sys.executable).parent / "gunicorn"  # the dev extra's, beside this Python
+    config.write_text(text.replace("gunicorn app:app", f"{here} app:app").replace(":8000", ":0"))
     manager = manager_factory(config).wait_ready()
     bot = wait_state(manager.socket, "Web", "running")
     wait_for(lambda: bot_text(config, "Web").count("Booting worker") == 2, timeout=30)
