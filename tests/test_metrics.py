@@ -107,7 +107,7 @@ def _end(state, code=None, reason="", stop=None):
         (_end(BotState.FAILED, -9, "killed by SIGKILL"), "running", "killed"),
         (_end(BotState.FAILED, None, "cannot start: No such file"), "starting", "failed_to_start"),
         (_end(BotState.BACKOFF, -15, "hung (killed by SIGTERM)"), "running", "hung"),
-        (_end(BotState.BACKOFF, -9, "over its memory limit (SIGKILL)"), "running", "memory"),
+        (_end(BotState.BACKOFF, -9, "memory: uses 80 MB (SIGKILL)"), "running", "memory"),
         (_end(BotState.STOPPED, -15, "stopped by user", StopReason.USER), "stopping", "stopped"),
         (_end(BotState.STOPPED, 0, "x", StopReason.SHUTDOWN), "paused", "shutdown"),
         (_end(BotState.STOPPED, 0, "x", StopReason.UPDATE), "stopping", "update"),

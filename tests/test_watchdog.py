@@ -163,7 +163,7 @@ async def test_bot_over_max_memory_is_restarted_with_reason_memory(tmp_path):
         async with trio.open_nursery() as nursery:
             await nursery.start(runner.run)
     backoff = next(t for t in transitions if t.state is BotState.BACKOFF)
-    assert backoff.reason.startswith("over its memory limit: uses ")
+    assert backoff.reason.startswith("memory: uses ")  # the reason "memory"
     assert "over max_memory 50.0 MB" in backoff.reason
     assert transitions[-1].state is BotState.FAILED
     assert runner.restarts == 1

@@ -114,7 +114,7 @@ _STOP_WORDS = {
     StopReason.RELOAD: "stopped by a config reload",
     StopReason.UPDATE: "stopped for a git update",
     StopReason.HUNG: "hung",
-    StopReason.MEMORY: "over its memory limit",
+    StopReason.MEMORY: "memory",  # as "hung": the reason is its first word
 }
 
 
