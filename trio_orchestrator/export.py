@@ -496,10 +496,17 @@ class _Images:
     def built(self, bot: BotConfig) -> str:
         return f"{PREFIX}-{self.names[bot.name]}"
 
-    def write_dockerfile(self, bot: BotConfig) -> Path:
+    def write_dockerfile(self, bot: BotConfig, report: _Report) -> Path:
         """Add the Python bot's Dockerfile to the files; return its path."""
         dockerfile = _dockerfile_path(bot, self.output)
         self.files[dockerfile] = _dockerfile(bot, self.config)
+        if bot.heartbeat_timeout is not None:
+            report.warn(
+                bot,
+                "heartbeat_timeout",
+                "the bot imports trio_orchestrator.heartbeat, which "
+                f"{dockerfile.name} does not install: add trio-orch to its requirements.txt",
+            )
         return dockerfile
 
 
@@ -606,7 +613,7 @@ def _compose_image(bot: BotConfig, images: _Images, report: _Report) -> dict[str
     if not bot.is_python:
         _warn_needs_image(bot, report, built)
         return {"image": built}
-    dockerfile = images.write_dockerfile(bot)
+    dockerfile = images.write_dockerfile(bot, report)
     context = {
         "context": _relative(bot.directory, images.output.parent),
         "dockerfile": os.path.relpath(dockerfile, bot.directory),
@@ -758,7 +765,7 @@ def _kubernetes_image(bot: BotConfig, images: _Images, report: _Report) -> dict[
         return {"image": named}
     built = f"{images.built(bot)}:latest"
     if bot.is_python:
-        dockerfile = images.write_dockerfile(bot)
+        dockerfile = images.write_dockerfile(bot, report)
         report.notes.append(
             f"docker build -t {built} -f {dockerfile} {bot.directory}"
             "   # then push it where the cluster pulls from"
